@@ -1,0 +1,236 @@
+"""The plate schema: dimensions, coordinates, validation and chunking.
+
+A plate is an :class:`xarray.DataArray` with dims ``(t, well, field, z, c, y, x)``,
+dask-backed, chunked so that one chunk holds one ``(t, well, field, c)`` image with
+its whole Z stack and whole ``(y, x)`` plane.
+
+Coordinates
+-----------
+``well``
+    Well names such as ``"B03"``, with non-dimension coords ``row`` (letters) and
+    ``col`` (int) and one coord per plate-map column (treatment, concentration …).
+``field``
+    Field (site) numbers as the instrument names them.
+``field_present``
+    ``(well, field)`` booleans: ``False`` where a well lacks a field that other wells
+    have. Such holes read as zeros and every stage skips them.
+``c``
+    Channel names.
+``t``, ``z``
+    Physical values where known (seconds, micrometres), else indices.
+Pixel size lives in ``attrs["pixel_size_um"]`` as ``[y, x]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "DIMS",
+    "PlateError",
+    "build_plate",
+    "format_well",
+    "normalize_well",
+    "plate_map_columns",
+    "present_units",
+    "split_well",
+    "validate_plate",
+]
+
+DIMS: tuple[str, ...] = ("t", "well", "field", "z", "c", "y", "x")
+"""The dimension order of every plate array."""
+
+RESERVED_WELL_COORDS = ("row", "col")
+_WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
+
+
+class PlateError(ValueError):
+    """A plate, or a file or field of it, does not satisfy the plate schema."""
+
+
+def split_well(name: str) -> tuple[str, int]:
+    """Split a well name into its row letters and column number.
+
+    Parameters
+    ----------
+    name
+        A well name such as ``"B03"``, ``"b3"`` or ``"AA12"``.
+
+    Returns
+    -------
+    tuple of (str, int)
+        Upper-case row letters and the 1-based column.
+
+    Examples
+    --------
+    >>> split_well("b3")
+    ('B', 3)
+    """
+    match = _WELL_RE.match(str(name))
+    if match is None or int(match.group(2)) == 0:
+        raise PlateError(f"{name!r} is not a well name like 'B03'")
+    return match.group(1).upper(), int(match.group(2))
+
+
+def format_well(row: str, col: int) -> str:
+    """Format a well name with a two-digit column, e.g. ``("B", 3) -> "B03"``."""
+    return f"{row.upper()}{int(col):02d}"
+
+
+def normalize_well(name: str) -> str:
+    """Return the canonical spelling of a well name (``"b3" -> "B03"``)."""
+    return format_well(*split_well(name))
+
+
+def build_plate(
+    data: da.Array,
+    *,
+    name: str,
+    wells: Sequence[str],
+    fields: Sequence[int],
+    channels: Sequence[str],
+    t: Sequence[float] | None = None,
+    z: Sequence[float] | None = None,
+    plate_map: pd.DataFrame | None = None,
+    field_present: np.ndarray | None = None,
+    pixel_size_um: Sequence[float] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.DataArray:
+    """Wrap a 7-D dask array in the plate schema.
+
+    Parameters
+    ----------
+    data
+        Array of shape ``(t, well, field, z, c, y, x)``; it is rechunked to one chunk
+        per ``(t, well, field, c)`` image if it is not already.
+    name
+        Plate name (becomes the DataArray's name).
+    wells, fields, channels
+        Coordinate values for ``well`` (any spelling, normalised to ``"B03"``),
+        ``field`` and ``c``.
+    t, z
+        Physical time points and Z positions; indices when omitted.
+    plate_map
+        Table indexed by well name; every column becomes a ``well`` coordinate.
+        Wells missing from it get missing values.
+    field_present
+        ``(well, field)`` booleans marking which fields exist; all ``True`` if omitted.
+    pixel_size_um
+        ``[y, x]`` pixel size in micrometres, if known.
+    attrs
+        Extra attributes (must be JSON-serialisable to survive a write).
+
+    Returns
+    -------
+    xarray.DataArray
+        The validated plate.
+    """
+    if data.ndim != len(DIMS):
+        raise PlateError(f"plate data must have {len(DIMS)} dims {DIMS}, got shape {data.shape}")
+    well_names = [normalize_well(w) for w in wells]
+    rows_cols = [split_well(w) for w in well_names]
+    n_t, _, _, n_z = data.shape[:4]
+    coords: dict[str, Any] = {
+        "t": np.asarray(t if t is not None else np.arange(n_t)),
+        "well": np.asarray(well_names, dtype=object),
+        "row": ("well", np.asarray([r for r, _ in rows_cols], dtype=object)),
+        "col": ("well", np.asarray([c for _, c in rows_cols], dtype=np.int64)),
+        "field": np.asarray(fields, dtype=np.int64),
+        "z": np.asarray(z if z is not None else np.arange(n_z)),
+        "c": np.asarray([str(c) for c in channels], dtype=object),
+    }
+    if plate_map is not None:
+        coords.update(_plate_map_coords(plate_map, well_names))
+    present = (
+        np.ones(data.shape[1:3], dtype=bool)
+        if field_present is None
+        else np.asarray(field_present, dtype=bool)
+    )
+    coords["field_present"] = (("well", "field"), present)
+    all_attrs = dict(attrs or {})
+    if pixel_size_um is not None:
+        all_attrs["pixel_size_um"] = [float(v) for v in pixel_size_um]
+    plate = xr.DataArray(
+        data.rechunk(image_chunks(data.shape)), dims=DIMS, coords=coords, name=name
+    )
+    plate.attrs.update(all_attrs)
+    validate_plate(plate)
+    return plate
+
+
+def image_chunks(shape: Sequence[int]) -> tuple[int, ...]:
+    """The plate chunk shape: one ``(t, well, field, c)`` image with whole z, y and x."""
+    _, _, _, n_z, _, n_y, n_x = shape
+    return (1, 1, 1, n_z, 1, n_y, n_x)
+
+
+def _plate_map_coords(plate_map: pd.DataFrame, wells: Sequence[str]) -> dict[str, Any]:
+    table = plate_map.copy()
+    table.index = [normalize_well(w) for w in table.index]
+    if table.index.has_duplicates:
+        dupes = sorted(set(table.index[table.index.duplicated()]))
+        raise PlateError(f"plate map lists wells more than once: {dupes}")
+    clash = [c for c in table.columns if c in RESERVED_WELL_COORDS or c in DIMS]
+    if clash:
+        raise PlateError(f"plate map columns {clash} clash with plate coordinate names")
+    table = table.reindex(list(wells))
+    return {str(col): ("well", _column_values(table[col])) for col in table.columns}
+
+
+def _column_values(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(column):
+        return column.to_numpy(dtype=np.float64 if column.isna().any() else column.dtype)
+    return np.asarray([None if pd.isna(v) else str(v) for v in column], dtype=object)
+
+
+def plate_map_columns(plate: xr.DataArray) -> list[str]:
+    """Names of the plate-map coordinates along ``well`` (everything but row/col)."""
+    return [
+        str(name)
+        for name, coord in plate.coords.items()
+        if coord.dims == ("well",) and name not in ("well", *RESERVED_WELL_COORDS)
+    ]
+
+
+def validate_plate(plate: xr.DataArray, *, dims: Sequence[str] = DIMS) -> None:
+    """Check that ``plate`` follows the plate schema; raise :class:`PlateError` if not.
+
+    Parameters
+    ----------
+    plate
+        The array to check.
+    dims
+        The expected dims (a projected plate has no ``z``).
+    """
+    if tuple(plate.dims) != tuple(dims):
+        raise PlateError(f"plate dims must be {tuple(dims)}, got {plate.dims}")
+    for dim in ("well", "field", "c"):
+        values = plate.coords[dim].values
+        if len(set(values.tolist())) != len(values):
+            raise PlateError(f"plate coordinate {dim!r} has repeated values: {list(values)}")
+    for coord in ("row", "col", "field_present"):
+        if coord not in plate.coords:
+            raise PlateError(f"plate lacks the {coord!r} coordinate")
+    if plate.coords["field_present"].dims != ("well", "field"):
+        raise PlateError("'field_present' must have dims ('well', 'field')")
+
+
+def present_units(plate: xr.DataArray) -> Iterator[tuple[int, str, int]]:
+    """Yield ``(t_index, well, field)`` for every field that exists, in plate order."""
+    present = plate.coords["field_present"].values
+    wells = plate.coords["well"].values
+    fields = plate.coords["field"].values
+    for t_index in range(plate.sizes["t"]):
+        for w, well in enumerate(wells):
+            for f, field in enumerate(fields):
+                if present[w, f]:
+                    yield t_index, str(well), int(field)
