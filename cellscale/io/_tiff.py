@@ -1,0 +1,184 @@
+"""Reading TIFF planes for ingest: probing a file's layout and reading one chunk.
+
+Every read checks the plane against the shape and dtype the plate expects and names
+the file when it differs or cannot be decoded. Palette TIFFs yield their index
+plane (the colour map is ignored); RGB TIFFs yield one grey channel.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from cellscale.plate import PlateError
+
+__all__ = ["ChunkSpec", "PlaneRef", "TiffLayout", "probe_tiff", "read_chunk", "read_plane"]
+
+IN_FILE_AXES = ("Z", "C")
+"""Axes a multi-image file (e.g. an ImageJ hyperstack) may hold besides Y and X."""
+
+_SAMPLE_AXES = frozenset("YXS")
+_CALIBRATION = re.compile(
+    r'id="spatial-calibration-(?P<axis>[xy])"\s+type="float"\s+value="(?P<value>[^"]+)"'
+)
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """The layout of one TIFF file.
+
+    Attributes
+    ----------
+    shape
+        ``(y, x)`` of one plane.
+    dtype
+        Pixel dtype of one plane (for palette files, the index dtype).
+    axes
+        In-file axes besides Y and X (a subset of ``"ZC"`` in file order), e.g.
+        ``"C"`` for an ImageJ composite, ``""`` for a single image.
+    sizes
+        Length of each of ``axes``.
+    pixel_size_um
+        ``(y, x)`` pixel size from MetaXpress metadata, if present.
+    """
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    axes: str = ""
+    sizes: tuple[int, ...] = ()
+    pixel_size_um: tuple[float, float] | None = None
+
+    def plane_key(self, index: dict[str, int]) -> int:
+        """The page number of the plane at in-file ``index`` (e.g. ``{"C": 1}``)."""
+        if not self.axes:
+            return 0
+        coords = tuple(index.get(axis, 0) for axis in self.axes)
+        return int(np.ravel_multi_index(coords, self.sizes))
+
+
+@dataclass(frozen=True)
+class PlaneRef:
+    """One plane of one file: ``key`` is its page in the file's first series."""
+
+    path: str
+    key: int = 0
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Everything a task needs to read one ``(t, well, field, c)`` image.
+
+    Attributes
+    ----------
+    planes
+        One entry per Z plane; ``None`` fills the plane with zeros.
+    shape, dtype
+        What every plane must be.
+    rgb
+        Which sample of an RGB file to take; ``None`` requires equal samples.
+    reference
+        The file the expected shape and dtype came from (named in errors).
+    """
+
+    planes: tuple[PlaneRef | None, ...]
+    shape: tuple[int, int]
+    dtype: str
+    rgb: int | None
+    reference: str
+
+
+def probe_tiff(path: str | Path) -> TiffLayout:
+    """Read the layout of a TIFF file from its header, without reading pixels.
+
+    Raises
+    ------
+    PlateError
+        If the file cannot be parsed, or holds axes other than Z and C besides Y, X
+        and colour samples.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            page = tif.pages.first
+            description = page.description if page.description else ""
+            axes, shape, dtype = series.axes, series.shape, series.dtype
+    except Exception as exc:
+        raise PlateError(f"cannot read TIFF {path}: {exc}") from exc
+    extra = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in _SAMPLE_AXES and n > 1]
+    unsupported = [a for a, _ in extra if a not in IN_FILE_AXES]
+    if unsupported:
+        raise PlateError(
+            f"{path} holds axes {axes!r} with shape {shape}; ingest reads single images "
+            f"or Z/C stacks, not {''.join(unsupported)!r}: name them in the file pattern instead"
+        )
+    plane_shape = tuple(n for a, n in zip(axes, shape, strict=True) if a in "YX")
+    return TiffLayout(
+        shape=(int(plane_shape[0]), int(plane_shape[1])),
+        dtype=np.dtype(dtype),
+        axes="".join(a for a, _ in extra),
+        sizes=tuple(int(n) for _, n in extra),
+        pixel_size_um=_metaxpress_pixel_size(description),
+    )
+
+
+def _metaxpress_pixel_size(description: str) -> tuple[float, float] | None:
+    values = {m["axis"]: float(m["value"]) for m in _CALIBRATION.finditer(description)}
+    if "x" not in values:
+        return None
+    return values.get("y", values["x"]), values["x"]
+
+
+def read_plane(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> np.ndarray:
+    """Read plane ``ref`` from the open file ``tif`` and check it against ``spec``."""
+    data = tif.asarray(key=ref.key, series=0)
+    if data.ndim == 3:
+        data = _grey(data, ref.path, spec.rgb)
+    if data.shape != spec.shape or data.dtype != np.dtype(spec.dtype):
+        raise PlateError(
+            f"{ref.path}: image is {data.shape} {data.dtype}, expected {spec.shape} "
+            f"{spec.dtype} like {spec.reference}"
+        )
+    return data
+
+
+def _grey(data: np.ndarray, path: str, rgb: int | None) -> np.ndarray:
+    colours = data[..., :3]
+    if rgb is not None:
+        return np.ascontiguousarray(data[..., rgb])
+    if all(np.array_equal(colours[..., 0], colours[..., i]) for i in (1, 2)):
+        return np.ascontiguousarray(colours[..., 0])
+    maxima = ", ".join(f"{name}={int(colours[..., i].max())}" for i, name in enumerate("RGB"))
+    raise PlateError(
+        f"{path}: RGB image whose colour channels differ (max {maxima}); pass rgb=<sample "
+        "index> (0=R, 1=G, 2=B) to take one channel"
+    )
+
+
+def read_chunk(spec: ChunkSpec) -> np.ndarray:
+    """Read one ``(t, well, field, c)`` image as a ``(1, 1, 1, z, 1, y, x)`` array.
+
+    Raises
+    ------
+    PlateError
+        Naming the file that cannot be read or whose plane does not fit the plate.
+    """
+    out = np.zeros((1, 1, 1, len(spec.planes), 1, *spec.shape), dtype=spec.dtype)
+    with ExitStack() as stack:
+        opened: dict[str, tifffile.TiffFile] = {}
+        for z, ref in enumerate(spec.planes):
+            if ref is None:
+                continue
+            try:
+                if ref.path not in opened:
+                    opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
+                out[0, 0, 0, z, 0] = read_plane(opened[ref.path], ref, spec)
+            except PlateError:
+                raise
+            except Exception as exc:
+                raise PlateError(f"cannot read TIFF {ref.path}: {exc}") from exc
+    return out
