@@ -48,7 +48,8 @@ def save_model(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    np.savez(path, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
+    payload: dict[str, Any] = {**arrays, _META_KEY: np.array(json.dumps(meta))}
+    np.savez(path, **payload)
 
 
 def read_model(
