@@ -1,0 +1,43 @@
+"""The dashboard link, and the ssh port-forward that reaches a dashboard bound to localhost."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+
+from distributed import SpecCluster
+
+__all__ = ["dashboard_message", "dashboard_port"]
+
+
+def dashboard_port(cluster: SpecCluster) -> int | None:
+    """Port the cluster's dashboard listens on, or None when it has no dashboard."""
+    port = cluster.scheduler_info.get("services", {}).get("dashboard")
+    return int(port) if port is not None else None
+
+
+def dashboard_message(cluster: SpecCluster, *, ssh_hint: bool) -> str:
+    """Text announcing the dashboard: its link and, for remote users, the ssh tunnel to it.
+
+    The dashboard listens on the loopback interface only, so other users of a shared login
+    node cannot reach it; from a laptop one forwards the port over ssh.
+
+    Parameters
+    ----------
+    cluster
+        A started cluster.
+    ssh_hint
+        Add the ``ssh -N -L`` command to run on one's own computer.
+    """
+    port = dashboard_port(cluster)
+    if port is None:
+        return f"cellscale: cluster {cluster.name!r} started without a dashboard"
+    link = f"http://localhost:{port}/status"
+    lines = [f"cellscale: dask dashboard of {cluster.name!r} at {link} (listening on localhost)"]
+    if ssh_hint:
+        login = f"{getpass.getuser()}@{socket.getfqdn()}"
+        lines.append(
+            f"  from your own computer run:  ssh -N -L {port}:localhost:{port} {login}\n"
+            f"  and open {link} there"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Marking tasks that need a GPU, so that only GPU-tagged workers run them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dask
+
+__all__ = ["PRESERVE_ANNOTATIONS", "gpu_tasks", "preserve_annotations"]
+
+#: dask settings under which graph optimisation keeps per-layer annotations: low-level
+#: fusion turns the graph into a plain dict and drops them, and blockwise fusion would
+#: merge a GPU layer into its CPU-only neighbours (which would then need a GPU too).
+PRESERVE_ANNOTATIONS = {"optimization.fuse.active": False, "optimization.annotations.fuse": False}
+
+
+@contextmanager
+def gpu_tasks(gpus: int = 1) -> Iterator[None]:
+    """Mark every task built inside the block as needing ``gpus`` GPUs of a worker.
+
+    Stage code wraps the one graph-building call whose tasks run a model on the GPU;
+    everything built outside the block (reading, projecting, writing) stays untagged and
+    runs on any worker. The mark is the worker resource ``GPU``: cellscale's clusters give it
+    to GPU workers only (:func:`~cellscale.start_cluster`), so tagged tasks wait for one.
+
+    The mark is a layer annotation, which dask's default graph optimisation drops; the
+    client from :func:`~cellscale.start_cluster` computes with
+    :func:`preserve_annotations` in effect for its whole life, so ``.compute()``,
+    ``.persist()``, ``dask.compute`` and ``to_zarr`` keep it. Outside such a client, compute
+    inside ``with preserve_annotations():``.
+
+    Parameters
+    ----------
+    gpus
+        GPUs each task holds while it runs (a worker with ``GPU=1`` runs one at a time).
+
+    Examples
+    --------
+    In a stage (the model is loaded once per worker, not shipped with each task):
+
+    >>> import dask.array as da
+    >>> images = da.ones((4, 64, 64), chunks=(1, 64, 64))
+    >>> with gpu_tasks():
+    ...     labels = images.map_blocks(lambda b: (b > 0).astype("uint32"), dtype="uint32")
+    >>> layer = labels.__dask_graph__().layers[labels.name]
+    >>> layer.annotations
+    {'resources': {'GPU': 1}}
+    """
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
+    with dask.annotate(resources={"GPU": gpus}):
+        yield
+
+
+@contextmanager
+def preserve_annotations() -> Iterator[None]:
+    """Compute inside this block so that graph optimisation keeps task annotations.
+
+    Blockwise fusion of untagged layers with each other still happens; only fusion across
+    differently annotated layers and low-level linear fusion are turned off.
+
+    Examples
+    --------
+    >>> with preserve_annotations():
+    ...     dask.config.get("optimization.fuse.active")
+    False
+    """
+    with dask.config.set(PRESERVE_ANNOTATIONS):
+        yield
