@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import dask
+import pytest
 
 import cellscale
+from cellscale._optional import import_optional
 from cellscale.config import config_value
 
 
@@ -31,3 +33,12 @@ def test_config_defaults_and_overrides() -> None:
     with dask.config.set({"cellscale.zarr.ngff-version": "0.4"}):
         assert config_value("zarr.ngff-version") == "0.4"
         assert config_value("zarr.ngff-version", "0.5") == "0.5"
+
+
+def test_missing_optional_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    with pytest.raises(ImportError, match=r'pip install "cellscale\[gpu\]"'):
+        import_optional("torch", "CNN embedding")
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    with pytest.raises(ImportError, match=r"cellscale\[slurm\]"):
+        import_optional("dask_jobqueue", "SLURM clusters")
