@@ -1,0 +1,31 @@
+"""Synthetic plates for tests, demos and benchmarks.
+
+:func:`synthetic_plate` makes a deterministic, lazy plate of cells of any size whose
+phenotypes follow a plate map; :func:`synthetic_labels`, :func:`synthetic_cells` and
+:func:`synthetic_focal_planes` give its ground truth.
+"""
+
+from cellscale.testing._model import CellModel
+from cellscale.testing._platemap import (
+    DEFAULT_CONCENTRATIONS,
+    PLATE_FORMATS,
+    default_plate_map,
+    plate_wells,
+)
+from cellscale.testing._render import CHANNEL_KINDS
+from cellscale.testing._synthetic import DTYPES, synthetic_plate
+from cellscale.testing._truth import synthetic_cells, synthetic_focal_planes, synthetic_labels
+
+__all__ = [
+    "CHANNEL_KINDS",
+    "DEFAULT_CONCENTRATIONS",
+    "DTYPES",
+    "PLATE_FORMATS",
+    "CellModel",
+    "default_plate_map",
+    "plate_wells",
+    "synthetic_cells",
+    "synthetic_focal_planes",
+    "synthetic_labels",
+    "synthetic_plate",
+]
