@@ -123,7 +123,7 @@ def imagexpress(*, projection: bool = False) -> FilePattern:
     """
     regex = (
         r"^(?:[^/]+/)*?(?:TimePoint_(?P<t>\d+)/)?(?:ZStep_(?P<z>\d+)/)?"
-        r"(?P<plate>[^/]+?)_(?P<well>[A-Z]{1,2}\d{1,3})(?:_s(?P<field>\d+))?"
+        r"(?P<plate>[^/]+?)_(?P<well>(?-i:[A-Z]{1,2})\d{1,3})(?:_s(?P<field>\d+))?"
         rf"(?:_(?P<c>w\d+))?(?:{_UUID})?\.tiff?$"
     )
     return FilePattern(

@@ -138,10 +138,11 @@ def read_plane(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> np.nda
     data = tif.asarray(key=ref.key, series=0)
     if data.ndim == 3:
         data = _grey(data, ref.path, spec.rgb)
-    if data.shape != spec.shape or data.dtype != np.dtype(spec.dtype):
+    expected = np.dtype(spec.dtype)
+    if data.shape != spec.shape or data.dtype != expected:
         raise PlateError(
             f"{ref.path}: image is {data.shape} {data.dtype}, expected {spec.shape} "
-            f"{spec.dtype} like {spec.reference}"
+            f"{expected} like {spec.reference}"
         )
     return data
 
