@@ -131,6 +131,7 @@ def ingest(
     name: str | None = None,
     version: str | None = None,
     codec: str | None = None,
+    clevel: int | None = None,
     overwrite: bool = False,
     client: Any = None,
     progress: bool = True,
@@ -148,7 +149,7 @@ def ingest(
         As for :func:`read_tiff_plate`.
     out
         The ``.zarr`` plate to write.
-    version, codec, overwrite, client, progress
+    version, codec, clevel, overwrite, client, progress
         Passed to :func:`~cellscale.io.write_plate`.
 
     Returns
@@ -179,6 +180,7 @@ def ingest(
             out,
             version=version,
             codec=codec,
+            clevel=clevel,
             overwrite=overwrite,
             client=client,
             progress=progress,
@@ -435,7 +437,7 @@ def _pixel_size(layouts: dict[str, TiffLayout]) -> tuple[float, float] | None:
 
 
 def _attrs(found: Discovery, pattern: FilePattern, htd: HtdInfo | None) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"source": str(found.source), "file_pattern": pattern.name}
+    attrs: dict[str, Any] = {"ingest_source": str(found.source), "file_pattern": pattern.name}
     if pattern.zstep_folders:
         attrs["z_source"] = "projection" if pattern.projection else "planes"
     if htd is not None:

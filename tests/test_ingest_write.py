@@ -1,0 +1,63 @@
+"""ingest end to end: TIFF folder -> OME-Zarr plate -> open_plate, and resume after a failure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from cellscale.io import ingest, open_plate
+from cellscale.io._ingest import read_tiff_plate
+from cellscale.plate import PlateError
+from tests.test_ingest import write_ixm
+
+
+def test_ingest_round_trips_pixels_channels_and_plate_map(tmp_path):
+    source = tmp_path / "raw"
+    write_ixm(source, timepoints=(1, 2))
+    plate_map = pd.DataFrame({"well": ["B02", "B03"], "treatment": ["DMSO", "drug"]})
+    out = ingest(
+        source,
+        tmp_path / "plate.zarr",
+        "imagexpress",
+        plate_map,
+        channels={"w1": "DNA", "w2": "GFP"},
+        progress=False,
+    )
+    written = open_plate(out)
+    expected = read_tiff_plate(source, channels={"w1": "DNA", "w2": "GFP"})
+    assert list(written.c.values) == ["DNA", "GFP"]
+    assert list(written.treatment.values) == ["DMSO", "drug"]
+    np.testing.assert_array_equal(written.values, expected.values)
+
+
+def test_rerun_after_a_failure_writes_only_the_fields_not_yet_complete(tmp_path):
+    source = tmp_path / "raw"
+    files = write_ixm(source, wells=("B02", "B03"), sites=(1,), waves=(1,), zsteps=(1, 2))
+    broken, done = files[(1, "B03", 1, "w1", 2)], files[(1, "B02", 1, "w1", 1)]
+    good_bytes = broken.read_bytes()
+    broken.write_bytes(good_bytes[:150])
+    out = tmp_path / "plate.zarr"
+    with pytest.raises(PlateError, match=rf"cannot read TIFF .*{broken.name}"):
+        ingest(source, out, progress=False)
+    broken.write_bytes(good_bytes)
+    done_pixels = tifffile.imread(done)
+    done.write_bytes(b"corrupt: this field is complete and must not be read again")
+    ingest(source, out, progress=False)
+    written = open_plate(out)
+    np.testing.assert_array_equal(written.sel(well="B02", z=1).values.squeeze(), done_pixels)
+    np.testing.assert_array_equal(
+        written.sel(well="B03", z=2).values.squeeze(), tifffile.imread(broken)
+    )
+
+
+@pytest.mark.realdata
+def test_ingest_of_the_exported_time_series_plate(real_data, tmp_path):
+    source = real_data / "faim_imagexpress_hcs/ImageXpress_exported/9987_Plate_3435"
+    out = ingest(source, tmp_path / "9987.zarr", progress=False)
+    written = open_plate(out)
+    expected = read_tiff_plate(source)
+    assert list(written.c.values) == ["DAPI", "FITC"]
+    assert written.field_present.values.tolist() == [[True, True], [False, True]]
+    np.testing.assert_array_equal(written.values, expected.values)
