@@ -2,7 +2,9 @@
 
 :func:`synthetic_plate` makes a deterministic, lazy plate of cells of any size whose
 phenotypes follow a plate map; :func:`synthetic_labels`, :func:`synthetic_cells` and
-:func:`synthetic_focal_planes` give its ground truth.
+:func:`synthetic_focal_planes` give its ground truth, and
+:func:`write_synthetic_plate` streams one to an OME-Zarr store for plates larger than
+memory.
 """
 
 from cellscale.testing._model import CellModel
@@ -15,6 +17,7 @@ from cellscale.testing._platemap import (
 from cellscale.testing._render import CHANNEL_KINDS
 from cellscale.testing._synthetic import DTYPES, synthetic_plate
 from cellscale.testing._truth import synthetic_cells, synthetic_focal_planes, synthetic_labels
+from cellscale.testing._write import write_synthetic_plate
 
 __all__ = [
     "CHANNEL_KINDS",
@@ -28,4 +31,5 @@ __all__ = [
     "synthetic_focal_planes",
     "synthetic_labels",
     "synthetic_plate",
+    "write_synthetic_plate",
 ]

@@ -143,6 +143,7 @@ def synthetic_plate(
 
     Examples
     --------
+    >>> from cellscale.testing import synthetic_plate
     >>> plate = synthetic_plate(wells=2, fields=1, n_z=3, shape=(64, 64), seed=1)
     >>> dict(plate.sizes)
     {'t': 1, 'well': 2, 'field': 1, 'z': 3, 'c': 2, 'y': 64, 'x': 64}

@@ -40,6 +40,7 @@ def synthetic_labels(plate: xr.DataArray, *, compartment: str = "cell") -> xr.Da
 
     Examples
     --------
+    >>> from cellscale.testing import synthetic_plate
     >>> plate = synthetic_plate(wells=1, fields=1, n_z=1, shape=(64, 64), seed=3)
     >>> synthetic_labels(plate).dims
     ('t', 'well', 'field', 'y', 'x')
