@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from distributed import Client
 
 from cellscale.io import ingest, open_plate
 from cellscale.io._ingest import read_tiff_plate
@@ -35,18 +36,21 @@ def test_ingest_round_trips_pixels_channels_and_plate_map(tmp_path):
 def test_rerun_after_a_failure_writes_only_the_fields_not_yet_complete(tmp_path):
     source = tmp_path / "raw"
     files = write_ixm(source, wells=("B02", "B03"), sites=(1,), waves=(1,), zsteps=(1, 2))
-    broken, done = files[(1, "B03", 1, "w1", 2)], files[(1, "B02", 1, "w1", 1)]
+    broken, done = files[(1, "B03", 1, "w1", 2)], files[(1, "B02", 1, "w1", 2)]
     good_bytes = broken.read_bytes()
     broken.write_bytes(good_bytes[:150])
     out = tmp_path / "plate.zarr"
-    with pytest.raises(PlateError, match=rf"cannot read TIFF .*{broken.name}"):
+    # a distributed client runs every unit to its end and reports each failed one
+    client = Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    failure = pytest.raises(PlateError, match=rf"B03.*cannot read TIFF .*{broken.name}")
+    with client, failure:
         ingest(source, out, progress=False)
     broken.write_bytes(good_bytes)
     done_pixels = tifffile.imread(done)
     done.write_bytes(b"corrupt: this field is complete and must not be read again")
     ingest(source, out, progress=False)
     written = open_plate(out)
-    np.testing.assert_array_equal(written.sel(well="B02", z=1).values.squeeze(), done_pixels)
+    np.testing.assert_array_equal(written.sel(well="B02", z=2).values.squeeze(), done_pixels)
     np.testing.assert_array_equal(
         written.sel(well="B03", z=2).values.squeeze(), tifffile.imread(broken)
     )
