@@ -6,6 +6,7 @@ import doctest
 import importlib
 import time
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +178,9 @@ def test_docstring_examples_run(module: str) -> None:
     imported = importlib.import_module(f"cellscale.testing.{module}")
     result = doctest.testmod(imported, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_plate_survives_pickling_for_distributed_workers() -> None:
+    plate = synthetic_plate(wells=2, **SMALL)
+    shipped = cloudpickle.loads(cloudpickle.dumps(plate))
+    np.testing.assert_array_equal(shipped.values, plate.values)

@@ -8,6 +8,7 @@ import xarray as xr
 from scipy import ndimage
 from skimage.measure import regionprops_table
 
+import cellscale
 from cellscale.testing import (
     default_plate_map,
     synthetic_cells,
@@ -155,3 +156,13 @@ def test_truth_follows_the_plate_through_a_subset() -> None:
     table = synthetic_cells(part)
     assert set(table["well"]) == {"A03"} and set(table["field"]) == {1}
     assert (table["focal_plane"] == focus[1, 2, 0]).all()
+
+
+def test_best_focus_projection_finds_the_true_focal_planes() -> None:
+    plate = _plate(wells=3, n_t=2, channels=3)
+    projected = cellscale.project(plate, method="best_focus")
+    planes = synthetic_focal_planes(plate).values[..., None, None, None, None]
+    expected = np.take_along_axis(plate.values, planes, axis=3)[:, :, :, 0]
+    np.testing.assert_array_equal(projected.values, expected)
+    labels = synthetic_labels(projected)
+    np.testing.assert_array_equal(labels.values, synthetic_labels(plate).values)
