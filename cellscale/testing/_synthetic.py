@@ -90,9 +90,13 @@ def synthetic_plate(
     same chunk of the whole plate, and nothing is drawn until the plate is computed.
     Fields show ellipsoidal cells with a nucleus, stain texture, vignetting, a per-field
     focal plane with defocus blur growing away from it, and camera offset, shot and
-    read noise. A well's concentration and time since treatment make its cells larger,
-    longer, fewer, their nuclei larger and brighter and their cytoplasm dimmer (see
-    ``cellscale.testing._phenotype`` for the dose-response model).
+    read noise.
+
+    Phenotypes follow the plate map: a well's response is
+    ``r = c / (c + ec50) * (1 - exp(-t / 24 h))`` for concentration ``c`` (0 in control
+    wells). At full response cells are 1.5 times wider and twice as long as wide, their
+    nuclei 1.3 times wider and 1.6 times brighter, their cytoplasm 0.6 times as bright,
+    and there are half as many; cell numbers also grow with time in every well.
 
     Parameters
     ----------

@@ -73,8 +73,8 @@ def synthetic_cells(plate: xr.DataArray) -> pd.DataFrame:
     semi-axes ``major``, ``minor`` (pixels) and ``orientation`` (radians from the x
     axis) of the cell and of its nucleus (``nucleus_*``); relative
     ``nucleus_brightness`` and ``cytoplasm_brightness``; the well's drug
-    ``response`` in ``[0, 1)``; and the field's ``focal_plane``. Costs about a
-    millisecond per field.
+    ``response`` in ``[0, 1)``; and the field's ``focal_plane``. Draws no pixels: a
+    few milliseconds per field of 150 cells.
     """
     recipe = Recipe.from_plate_attrs(dict(plate.attrs))
     shape = (int(plate.sizes["y"]), int(plate.sizes["x"]))
