@@ -35,7 +35,7 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Smooth noise of unit standard deviation and correlation length ``sigma`` px."""
+    """Smooth noise of about unit standard deviation, correlation length ``sigma`` px."""
     smooth = ndimage.gaussian_filter(_normal(rng, shape), sigma, truncate=2.0, mode="wrap")
     smooth *= np.float32(2.0 * np.sqrt(np.pi) * sigma)
     return smooth
