@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from cellscale.io._ngff import IMAGE_AXES, ome_attrs
 from cellscale.plate import PlateError, build_plate, format_well
 
 __all__ = ["open_plate"]
+
+_OPEN_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -113,25 +116,30 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
 def _field_images(
     root: zarr.Group, plate_meta: Mapping[str, Any], path: Path
 ) -> tuple[dict[tuple[str, int], _FieldImage], list[str], list[int]]:
-    """Open every field's full-resolution array, keyed by (well, field)."""
-    images: dict[tuple[str, int], _FieldImage] = {}
-    wells: list[str] = []
-    for well_meta in plate_meta.get("wells", []):
-        well_path = str(well_meta["path"])
+    """Open every field's full-resolution array, keyed by (well, field), wells in parallel."""
+    well_paths = [str(well_meta["path"]) for well_meta in plate_meta.get("wells", [])]
+
+    def open_well(well_path: str) -> dict[tuple[str, int], _FieldImage]:
         row, col = well_path.split("/")
         well = format_well(row, int(col))
-        wells.append(well)
         well_group = _group(root, well_path, path)
-        image_paths = [
-            str(i["path"]) for i in ome_attrs(well_group.attrs.asdict())["well"]["images"]
-        ]
+        well_meta = ome_attrs(well_group.attrs.asdict())["well"]
+        image_paths = [str(image["path"]) for image in well_meta["images"]]
         numbered = all(p.isdigit() for p in image_paths)
-        for position, image_path in enumerate(image_paths):
-            field = int(image_path) if numbered else position
-            label = f"well {well} field {image_path} ({well_path}/{image_path})"
-            images[(well, field)] = _open_field(_group(well_group, image_path, path), label)
+        return {
+            (well, int(image_path) if numbered else position): _open_field(
+                _group(well_group, image_path, path),
+                f"well {well} field {image_path} ({well_path}/{image_path})",
+            )
+            for position, image_path in enumerate(image_paths)
+        }
+
+    with ThreadPoolExecutor(_OPEN_THREADS) as pool:
+        per_well = list(pool.map(open_well, well_paths))
+    images = {key: image for part in per_well for key, image in part.items()}
     if not images:
         raise PlateError(f"{path} is a plate with no field images")
+    wells = [format_well(row, int(col)) for row, col in (p.split("/") for p in well_paths)]
     fields = sorted({f for _, f in images})
     return images, wells, fields
 

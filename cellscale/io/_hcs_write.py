@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ from cellscale._compute import UnitFailure, run_units
 from cellscale.config import config_value
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
 from cellscale.io._ledger import LEDGER_NAME, create_ledger, ledger_done, mark_unit
-from cellscale.io._ngff import IMAGE_AXES, compressor_for, format_for, zarr_format_for
+from cellscale.io._ngff import IMAGE_AXES, compressor_for, format_for, ome_attrs, zarr_format_for
 from cellscale.plate import PlateError, image_chunks, split_well, validate_plate
 
 __all__ = ["field_image_path", "write_plate"]
 
+_SETUP_THREADS = 8
 _CHANNEL_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "FFFF00", "00FFFF", "FFFFFF")
 
 
@@ -97,9 +100,12 @@ def write_plate(
         version = str(config_value("zarr.ngff-version", version))
         codec = str(config_value("zarr.codec", codec))
         clevel = int(config_value("zarr.clevel", clevel))
-        _create_store(path, layout, version, codec, clevel)
+        arrays = _create_store(path, layout, version, codec, clevel)
         store_layout = layout
-    root = zarr.open_group(str(path), mode="r+")
+        root = zarr.open_group(str(path), mode="r+")
+    else:
+        root = zarr.open_group(str(path), mode="r+")
+        arrays = _open_arrays(root, store_layout)
     unit_index = _unit_index(layout, store_layout, path)
     done = ledger_done(root)
     assert done is not None
@@ -122,9 +128,9 @@ def write_plate(
         tasks.append(
             dask.delayed(_write_unit, pure=False)(
                 channel_blocks,
-                str(path),
-                f"{field_image_path(well, field)}/0",
+                arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
                 store_t,
+                ledger,
                 (store_t, store_w, store_f),
                 dask_key_name=f"write-plate-{well}-f{field}-t{t}-{plate.name}",
             )
@@ -139,18 +145,13 @@ def write_plate(
 
 def _write_unit(
     channel_blocks: Sequence[np.ndarray],
-    store: str,
-    array_path: str,
+    image: zarr.Array,
     t: int,
+    ledger: zarr.Array,
     ledger_index: tuple[int, int, int],
 ) -> None:
-    root = zarr.open_group(store, mode="r+")
-    image = root[array_path]
-    assert isinstance(image, zarr.Array)
     for c, block in enumerate(channel_blocks):
         image[t, c] = np.asarray(block).reshape(image.shape[2:])
-    ledger = root[LEDGER_NAME]
-    assert isinstance(ledger, zarr.Array)
     mark_unit(ledger, ledger_index, done=True)
 
 
@@ -206,10 +207,17 @@ def _positions(values: list[Any], store_values: list[Any], what: str, path: Path
     return [store_values.index(v) for v in values]
 
 
-def _create_store(path: Path, layout: PlateLayout, version: str, codec: str, clevel: int) -> None:
+def _create_store(
+    path: Path, layout: PlateLayout, version: str, codec: str, clevel: int
+) -> dict[tuple[str, int], zarr.Array]:
+    """Create the plate's groups, metadata, empty arrays and ledger; return the field arrays.
+
+    Each field's NGFF metadata is made once by ome-zarr-py on an in-memory template and
+    then written with its group in one call; wells are set up in parallel, since every
+    metadata write is a round trip to the store.
+    """
     fmt = format_for(version)
     zarr_format = zarr_format_for(version)
-    compressor = compressor_for(codec, clevel, zarr_format)
     root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
     create_ledger(root, (len(layout.t), len(layout.wells), len(layout.fields)))
     shape = layout.image_shape()
@@ -218,29 +226,47 @@ def _create_store(path: Path, layout: PlateLayout, version: str, codec: str, cle
         "chunks": (1, 1, *shape[2:]),
         "dtype": layout.dtype,
         "fill_value": 0,
-        "compressors": compressor,
+        "compressors": compressor_for(codec, clevel, zarr_format),
     }
     if zarr_format == 3:
         array_options["dimension_names"] = IMAGE_AXES
-    datasets = [{"path": "0", "coordinateTransformations": [_scale_transform(layout)]}]
-    omero = _omero_metadata(layout)
-    for w, well in enumerate(layout.wells):
-        row, col = split_well(well)
-        well_group = root.require_group(row).require_group(f"{col:02d}")
-        present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
-        write_well_metadata(well_group, [{"path": str(f)} for f in present], fmt=fmt)
-        for field in present:
-            image = well_group.create_group(str(field))
-            image.create_array("0", **array_options)
-            write_multiscales_metadata(
-                image,
-                datasets,
-                fmt=fmt,
-                axes=_axes(layout),
-                name=f"{well}-f{field}",
-                metadata={"omero": omero},
-            )
+    image_attrs = _template_attrs(
+        zarr_format,
+        lambda group: write_multiscales_metadata(
+            group,
+            [{"path": "0", "coordinateTransformations": [_scale_transform(layout)]}],
+            fmt=fmt,
+            axes=_axes(layout),
+            name="field",
+            metadata={"omero": _omero_metadata(layout)},
+        ),
+    )
     rows = sorted({split_well(w)[0] for w in layout.wells}, key=lambda r: (len(r), r))
+    row_groups = {row: root.create_group(row) for row in rows}
+
+    def create_well(w: int) -> dict[tuple[str, int], zarr.Array]:
+        well = layout.wells[w]
+        row, col = split_well(well)
+        present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
+        well_attrs = _template_attrs(
+            zarr_format,
+            lambda group: write_well_metadata(group, [{"path": str(f)} for f in present], fmt=fmt),
+        )
+        well_group = row_groups[row].create_group(f"{col:02d}", attributes=well_attrs)
+        arrays = {}
+        for field in present:
+            attrs = copy.deepcopy(image_attrs)
+            ome_attrs(attrs)["multiscales"][0]["name"] = f"{well}-f{field}"
+            image = well_group.create_group(str(field), attributes=attrs)
+            arrays[(well, field)] = image.create_array("0", **array_options)
+        return arrays
+
+    with ThreadPoolExecutor(_SETUP_THREADS) as pool:
+        arrays = {
+            k: v
+            for part in pool.map(create_well, range(len(layout.wells)))
+            for k, v in part.items()
+        }
     cols = sorted({split_well(w)[1] for w in layout.wells})
     write_plate_metadata(
         root,
@@ -252,6 +278,32 @@ def _create_store(path: Path, layout: PlateLayout, version: str, codec: str, cle
         field_count=max((sum(row) for row in layout.field_present), default=0),
     )
     root.attrs[LAYOUT_KEY] = layout.to_json()  # last: the setup is complete
+    return arrays
+
+
+def _template_attrs(zarr_format: int, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
+    """The attributes that an ome-zarr-py metadata writer gives a group, made in memory."""
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
+    write(group)
+    return group.attrs.asdict()
+
+
+def _open_arrays(root: zarr.Group, layout: PlateLayout) -> dict[tuple[str, int], zarr.Array]:
+    """Open the field arrays of an existing store, in parallel."""
+    units = [
+        (well, field)
+        for w, well in enumerate(layout.wells)
+        for f, field in enumerate(layout.fields)
+        if layout.field_present[w][f]
+    ]
+
+    def open_one(unit: tuple[str, int]) -> zarr.Array:
+        array = root[f"{field_image_path(*unit)}/0"]
+        assert isinstance(array, zarr.Array)
+        return array
+
+    with ThreadPoolExecutor(_SETUP_THREADS) as pool:
+        return dict(zip(units, pool.map(open_one, units), strict=True))
 
 
 def _axes(layout: PlateLayout) -> list[dict[str, str]]:
