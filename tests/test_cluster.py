@@ -17,6 +17,13 @@ from cellscale import gpu_tasks, start_cluster
 from cellscale.cluster import ClusterClient, preserve_annotations, task_name
 
 
+@pytest.fixture(autouse=True)
+def _any_free_dashboard_port() -> Iterator[None]:
+    """Tests must not collide on port 8787 with each other or with a running cluster."""
+    with dask.config.set({"cellscale.cluster.dashboard-address": "127.0.0.1:0"}):
+        yield
+
+
 @pytest.fixture
 def client() -> Iterator[ClusterClient]:
     """One plain and one GPU-tagged worker, threads in this process."""
@@ -26,7 +33,6 @@ def client() -> Iterator[ClusterClient]:
         threads_per_worker=1,
         gpu_workers=1,
         processes=False,
-        dashboard_address="127.0.0.1:0",
         quiet=True,
     ) as c:
         yield c
@@ -101,6 +107,14 @@ def test_client_context_closes_cluster_and_restores_config() -> None:
         assert dask.config.get("optimization.fuse.active") is False
     assert cluster.status.name == "closed"
     assert cluster.scheduler.status.name == "closed"
+    assert dask.config.get("optimization.fuse.active", None) is not False
+
+
+def test_config_restored_only_when_the_last_client_closes() -> None:
+    first = start_cluster("local", n_workers=1, processes=False, quiet=True)
+    with start_cluster("local", n_workers=1, processes=False, quiet=True):
+        first.close()
+        assert dask.config.get("optimization.fuse.active") is False  # second still open
     assert dask.config.get("optimization.fuse.active", None) is not False
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import dask
 
-__all__ = ["PRESERVE_ANNOTATIONS", "gpu_tasks", "preserve_annotations"]
+__all__ = ["KEEP_ANNOTATIONS", "PRESERVE_ANNOTATIONS", "gpu_tasks", "preserve_annotations"]
 
 #: dask settings under which graph optimisation keeps per-layer annotations: low-level
 #: fusion turns the graph into a plain dict and drops them, and blockwise fusion would
@@ -68,3 +70,36 @@ def preserve_annotations() -> Iterator[None]:
     """
     with dask.config.set(PRESERVE_ANNOTATIONS):
         yield
+
+
+class SharedConfig:
+    """dask config values in effect while at least one holder (e.g. an open client) needs them.
+
+    Holders may come and go in any order: the previous values come back only when the last
+    one releases, unlike nested ``dask.config.set`` blocks.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+        self._holders = 0
+        self._active: dask.config.set | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Add a holder; the first one puts the values in effect."""
+        with self._lock:
+            if self._holders == 0:
+                self._active = dask.config.set(self._values)
+            self._holders += 1
+
+    def release(self) -> None:
+        """Remove a holder; the last one restores the previous values."""
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0 and self._active is not None:
+                self._active.__exit__(None, None, None)
+                self._active = None
+
+
+#: Held by every open client from :func:`~cellscale.start_cluster`.
+KEEP_ANNOTATIONS = SharedConfig(PRESERVE_ANNOTATIONS)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import dask
 from distributed import Client
 
 from cellscale.cluster._dashboard import dashboard_message
-from cellscale.cluster._gpu import PRESERVE_ANNOTATIONS
+from cellscale.cluster._gpu import KEEP_ANNOTATIONS
 from cellscale.cluster._pools import PooledCluster
 from cellscale.config import config_value
 
@@ -27,11 +26,12 @@ class ClusterClient(Client):
     cluster: PooledCluster
 
     def __init__(self, cluster: PooledCluster) -> None:
-        self._keep_annotations: dask.config.set | None = dask.config.set(PRESERVE_ANNOTATIONS)
+        KEEP_ANNOTATIONS.acquire()
+        self._holds_config = True
         try:
             super().__init__(cluster, security=cluster.security)
         except BaseException:
-            self._keep_annotations.__exit__(None, None, None)
+            self._release_config()
             raise
 
     @property
@@ -45,9 +45,12 @@ class ClusterClient(Client):
             return super().close(*args, **kwargs)
         finally:
             self.cluster.close()
-            if self._keep_annotations is not None:
-                self._keep_annotations.__exit__(None, None, None)
-                self._keep_annotations = None
+            self._release_config()
+
+    def _release_config(self) -> None:
+        if self._holds_config:
+            self._holds_config = False
+            KEEP_ANNOTATIONS.release()
 
 
 def start_cluster(
