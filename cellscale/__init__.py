@@ -17,6 +17,8 @@ _EXPORTS: dict[str, str] = {
     "open_plate": "cellscale.io",
     "write_plate": "cellscale.io",
     "ingest": "cellscale.io",
+    "read_tiff_plate": "cellscale.io",
+    "read_plate_map": "cellscale.io",
     "project": "cellscale.ops",
     "start_cluster": "cellscale.cluster",
     "gpu_tasks": "cellscale.cluster",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cellscale
-from cellscale.io._ingest import read_tiff_plate
+from cellscale.io import read_tiff_plate
 
 PROJECTION_MIX = "faim_imagexpress_hcs/ImageXpress/Projection-Mix"
 

@@ -2,6 +2,20 @@
 
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._hcs_write import write_plate
-from cellscale.io._ingest import ingest
+from cellscale.io._htd import HtdInfo, read_htd
+from cellscale.io._ingest import ingest, read_tiff_plate
+from cellscale.io._patterns import FilePattern, cellprofiler, imagexpress
+from cellscale.io._platemap import read_plate_map
 
-__all__ = ["ingest", "open_plate", "write_plate"]
+__all__ = [
+    "FilePattern",
+    "HtdInfo",
+    "cellprofiler",
+    "imagexpress",
+    "ingest",
+    "open_plate",
+    "read_htd",
+    "read_plate_map",
+    "read_tiff_plate",
+    "write_plate",
+]
