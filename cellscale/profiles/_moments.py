@@ -134,10 +134,11 @@ def chunk_moments(
     shift = block.mean(axis=0, dtype=np.float64).astype(dtype)
     offset = np.zeros(d)
     m2 = np.zeros((d,) if diagonal else (d, d))
-    for lo in range(0, n, GEMM_ROWS):
-        part = block[lo : lo + GEMM_ROWS].astype(dtype, copy=False) - shift
-        offset += part.sum(axis=0, dtype=np.float64)
-        m2 += np.einsum("ij,ij->j", part, part) if diagonal else part.T @ part
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
+        for lo in range(0, n, GEMM_ROWS):
+            part = block[lo : lo + GEMM_ROWS].astype(dtype, copy=False) - shift
+            offset += part.sum(axis=0, dtype=np.float64)
+            m2 += np.einsum("ij,ij->j", part, part) if diagonal else part.T @ part
     squares = np.diagonal(m2) if m2.ndim == 2 else m2
     if not (np.isfinite(offset).all() and np.isfinite(squares).all()):
         check_finite(block, start, stop, index)

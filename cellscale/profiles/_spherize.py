@@ -67,7 +67,7 @@ class Spherizer(Normalizer):
             gram = gram / np.outer(std, std)
         elif not self.center:
             gram = gram + n * np.outer(moments.mean, moments.mean)
-        singular, vectors = _singular_from_gram(gram, n)
+        singular, vectors = _singular_from_gram(gram, n - 1 if self.center else n)
         weights = vectors * (np.sqrt(n - 1) / (singular + self.epsilon))
         self.matrix_ = weights @ vectors.T if self.method.startswith("ZCA") else weights
         self.n_samples_fit_ = n
@@ -76,15 +76,18 @@ class Spherizer(Normalizer):
         return {"method": self.method, "epsilon": self.epsilon, "center": self.center}
 
 
-def _singular_from_gram(gram: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Singular values (rank-padded as pycytominer does) and sign-fixed right vectors."""
+def _singular_from_gram(gram: np.ndarray, max_rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values (rank-padded as pycytominer does) and sign-fixed right vectors.
+
+    The rank is at most ``max_rank`` (rows, less one if centred) and counts only
+    eigenvalues above the rounding level of the ``d × d`` cross-product.
+    """
     values, vectors = np.linalg.eigh(gram)
     values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
     pivot = np.argmax(np.abs(vectors), axis=0)
     vectors = vectors * np.sign(vectors[pivot, np.arange(vectors.shape[1])])
+    tol = values[0] * len(values) * np.finfo(np.float64).eps * 10
+    rank = max(1, min(max_rank, int(np.count_nonzero(values > tol))))
     singular = np.sqrt(values)
-    d = len(singular)
-    tol = singular[0] * max(n, d) * np.finfo(np.float64).eps
-    rank = max(1, int(np.count_nonzero(singular > tol)))
     singular[rank:] = singular[rank - 1]
     return singular, vectors
