@@ -94,8 +94,8 @@ def bench_overhead(n: int, repeats: int) -> None:
         threaded.append(time.perf_counter() - start)
     t_threaded = statistics.median(threaded)
     with start_cluster("local", gpu_workers=0, quiet=True) as client:
-        workers = client.scheduler_info()["workers"].values()
-        shape = f"{len(workers)} workers x {next(iter(workers))['nthreads']} thread(s)"
+        nthreads = client.nthreads()
+        shape = f"{len(nthreads)} workers, {sum(nthreads.values())} threads"
         dist = [_run_distributed(client, n) for _ in range(repeats)]
     t_dist = statistics.median(dist)
     print(
