@@ -1,0 +1,100 @@
+"""The ``cellscale`` command line: the demo, ingest, projection and plate summaries."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cellscale`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellscale", description="High-content screening at HPC scale."
+    )
+    parser.set_defaults(command=None)
+    commands = parser.add_subparsers(dest="command")
+
+    demo = commands.add_parser("demo", help="run the demo pipeline on a synthetic plate")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    demo.add_argument("--wells", type=int, default=8)
+    demo.add_argument("--fields", type=int, default=2)
+    demo.add_argument("--size", type=int, default=512, help="image height and width in pixels")
+    demo.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
+    demo.set_defaults(run=_demo)
+
+    ingest = commands.add_parser("ingest", help="turn a folder of TIFFs into an OME-Zarr plate")
+    ingest.add_argument("source", type=Path)
+    ingest.add_argument("out", type=Path)
+    ingest.add_argument("--pattern", default="imagexpress", help="built-in name or a regex")
+    ingest.add_argument("--plate-map", type=Path, default=None, help="CSV with a well column")
+    ingest.add_argument("--channels", default=None, help="comma-separated channel ids or names")
+    ingest.add_argument("--fill-missing", action="store_true", help="fill missing images with 0")
+    ingest.add_argument("--version", choices=["0.4", "0.5"], default=None, help="NGFF version")
+    ingest.set_defaults(run=_ingest)
+
+    project = commands.add_parser("project", help="Z-project a plate into a new plate")
+    project.add_argument("plate", type=Path)
+    project.add_argument("out", type=Path)
+    project.add_argument("--method", default="max", choices=["max", "mean", "middle", "best_focus"])
+    project.set_defaults(run=_project)
+
+    info = commands.add_parser("info", help="summarise a plate")
+    info.add_argument("plate", type=Path)
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from cellscale.demo import DemoSettings, run_demo
+
+    run_demo(
+        DemoSettings(
+            out=args.out, wells=args.wells, fields=args.fields, size=args.size, workers=args.workers
+        )
+    )
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    import cellscale
+
+    channels = args.channels.split(",") if args.channels else None
+    out = cellscale.ingest(
+        args.source,
+        args.out,
+        pattern=args.pattern,
+        plate_map=args.plate_map,
+        channels=channels,
+        fill_missing=args.fill_missing,
+        version=args.version,
+    )
+    print(cellscale.open_plate(out))
+
+
+def _project(args: argparse.Namespace) -> None:
+    import cellscale
+
+    plate = cellscale.open_plate(args.plate)
+    cellscale.write_plate(cellscale.project(plate, args.method), args.out)
+    print(f"wrote the {args.method} projection of {args.plate} to {args.out}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    import cellscale
+
+    print(cellscale.open_plate(args.plate))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

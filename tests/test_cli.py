@@ -1,0 +1,42 @@
+"""The command line: the demo (the README's main job), ingest, project and info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import cellscale
+from cellscale.cli import main
+
+
+@pytest.mark.slow
+def test_demo_writes_plates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--wells", "2", "--fields", "1", "--size", "96"]
+    assert main([*args, "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "dashboard" in printed
+    assert "best focus: the sharpest plane found is the true focal plane" in printed
+    plate = cellscale.open_plate(out / "plate.zarr")
+    assert dict(plate.sizes) == {"t": 2, "well": 2, "field": 1, "z": 6, "c": 3, "y": 96, "x": 96}
+    assert cellscale.open_plate(out / "plate_max.zarr").sizes["z"] == 1
+
+
+@pytest.mark.realdata
+def test_ingest_project_and_info(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = real_data / "faim_imagexpress_hcs/ImageXpress_exported/9987_Plate_3434"
+    plate = tmp_path / "p.zarr"
+    assert main(["ingest", str(source), str(plate), "--channels", "w1,w2"]) == 0
+    assert main(["project", str(plate), str(tmp_path / "mip.zarr"), "--method", "mean"]) == 0
+    assert main(["info", str(tmp_path / "mip.zarr")]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote the mean projection" in printed
+    assert cellscale.open_plate(tmp_path / "mip.zarr").dtype == "float32"
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
