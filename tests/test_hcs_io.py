@@ -239,7 +239,9 @@ def test_write_on_a_distributed_client_reports_every_failed_unit(tmp_path: Path)
     plate, _ = make_plate()
     bad = _poisoned(_poisoned(plate, well=0, field=1), well=1, field=0)
     with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster,
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
         Client(cluster) as client,
         pytest.raises(PlateError) as info,
     ):
