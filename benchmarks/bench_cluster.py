@@ -65,6 +65,7 @@ def bench_startup(repeats: int) -> None:
         interface="lo",
         walltime="00:20:00",
         shared_temp_directory=tmp,
+        log_directory=tmp,
         dashboard_address="127.0.0.1:0",
         quiet=True,
         cpu={"cores": 1, "memory": "1GiB"},
