@@ -30,7 +30,9 @@ def slurm() -> Iterator[None]:
         pytest.skip(f"no {up}")
     if os.geteuid() != 0:
         pytest.skip("slurm-up.sh must run as root")
-    subprocess.run(["bash", str(up)], check=True, capture_output=True, timeout=600)
+    # nproc (which sizes the node) obeys OMP_NUM_THREADS, which dask's worker nannies set to 1
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    subprocess.run(["bash", str(up)], check=True, capture_output=True, timeout=600, env=env)
     try:
         yield
     finally:
