@@ -9,7 +9,8 @@ tree reduction over a cluster gives the same answer as one pass over all rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,10 @@ import dask
 import dask.array as da
 import numpy as np
 
+from cellscale._compute import default_client
 from cellscale.profiles._io import row_bounds
 
-__all__ = ["Moments", "check_finite", "chunk_moments", "moments_graph"]
+__all__ = ["Moments", "check_finite", "chunk_moments", "compute_moments", "moments_graph"]
 
 #: Rows per float32 GEMM call; partial products are summed in float64 between calls.
 GEMM_ROWS = 8192
@@ -95,10 +97,12 @@ def chunk_moments(
 ) -> Moments:
     """Moments of the rows of one chunk (optionally only those where ``mask`` is True).
 
-    The chunk is shifted by its float32-rounded mean (exact in float32 when values
-    and mean are within a factor of two), multiplied in ``compute_dtype`` in slices of
-    :data:`GEMM_ROWS` rows, summed in float64, and corrected for the rounding of the
-    shift, so accuracy does not depend on the offset of the data.
+    The chunk is shifted by the mean of its first :data:`GEMM_ROWS` rows, rounded to
+    ``compute_dtype`` (the subtraction is exact in float32 when values and shift are
+    within a factor of two), multiplied in ``compute_dtype`` in slices of
+    :data:`GEMM_ROWS` rows, summed in float64, and corrected exactly for the distance
+    between the shift and the chunk's mean, so accuracy does not depend on the offset
+    of the data.
 
     Parameters
     ----------
@@ -131,13 +135,19 @@ def chunk_moments(
     n, d = block.shape
     if n == 0:
         return Moments.empty(d, diagonal=diagonal)
-    shift = block.mean(axis=0, dtype=np.float64).astype(dtype)
+    # any shift near the mean keeps the products well conditioned (the correction below is
+    # exact), so the first slice's mean serves and saves a pass over the whole chunk
+    shift = block[:GEMM_ROWS].mean(axis=0, dtype=np.float64).astype(dtype)
     offset = np.zeros(d)
     m2 = np.zeros((d,) if diagonal else (d, d))
+    centred = np.empty((min(n, GEMM_ROWS), d), dtype=dtype)
+    ones = np.ones(len(centred), dtype=dtype)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
         for lo in range(0, n, GEMM_ROWS):
-            part = block[lo : lo + GEMM_ROWS].astype(dtype, copy=False) - shift
-            offset += part.sum(axis=0, dtype=np.float64)
+            rows = block[lo : lo + GEMM_ROWS]
+            part = centred[: len(rows)]
+            np.subtract(rows, shift, out=part, casting="unsafe")
+            offset += ones[: len(rows)] @ part  # column sums by BLAS, accumulated in float64
             m2 += np.einsum("ij,ij->j", part, part) if diagonal else part.T @ part
     squares = np.diagonal(m2) if m2.ndim == 2 else m2
     if not (np.isfinite(offset).all() and np.isfinite(squares).all()):
@@ -196,3 +206,28 @@ def _merge_all(*parts: Moments) -> Moments:
     for part in parts[1:]:
         total = total.merge(part)
     return total
+
+
+def compute_moments(graph: Any) -> Moments:
+    """Compute a :func:`moments_graph`.
+
+    On the local threaded scheduler every dask thread runs its own GEMM, so BLAS is
+    held to one thread per task meanwhile: that is faster than dask's and BLAS's
+    threads competing for the same cores (distributed workers already run BLAS
+    single-threaded).
+    """
+    with _one_blas_thread_per_task():
+        (moments,) = dask.compute(graph)
+    return moments
+
+
+@contextmanager
+def _one_blas_thread_per_task() -> Iterator[None]:
+    scheduler = dask.config.get("scheduler", None)
+    if default_client() is not None or scheduler not in (None, "threads", "threading"):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -6,13 +6,12 @@ import os
 from functools import cached_property
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
 from cellscale.profiles._apply import lazy_affine
 from cellscale.profiles._io import as_cell_array, as_row_mask
-from cellscale.profiles._moments import Moments, moments_graph
+from cellscale.profiles._moments import Moments, compute_moments, moments_graph
 from cellscale.profiles._persist import read_model, save_model
 
 __all__ = ["PCA"]
@@ -130,7 +129,7 @@ class PCA:
         graph = moments_graph(
             arr, rows, compute_dtype=self.compute_dtype, split_every=self.split_every
         )
-        (moments,) = dask.compute(graph)
+        moments = compute_moments(graph)
         self._set_moments(moments if self._moments is None else self._moments.merge(moments))
         return self
 

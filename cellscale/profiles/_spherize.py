@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 
-from cellscale.profiles._moments import moments_graph
+from cellscale.profiles._moments import compute_moments, moments_graph
 from cellscale.profiles._normalizer import Normalizer
 
 __all__ = ["Spherizer"]
@@ -52,7 +51,7 @@ class Spherizer(Normalizer):
         self._output_prefix = "PC" if method.startswith("PCA") else None
 
     def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
-        (moments,) = dask.compute(moments_graph(arr, rows))
+        moments = compute_moments(moments_graph(arr, rows))
         n, d = moments.n, moments.mean.shape[0]
         if n < 2:
             raise ValueError(f"sphering needs at least 2 control rows, got {n}")
