@@ -24,7 +24,7 @@ from cellscale.profiles._io import row_bounds
 __all__ = ["Moments", "check_finite", "chunk_moments", "compute_moments", "moments_graph"]
 
 #: Rows per float32 GEMM call; partial products are summed in float64 between calls.
-GEMM_ROWS = 8192
+GEMM_ROWS = 16384
 
 
 @dataclass(frozen=True)
