@@ -7,6 +7,8 @@ blobs, sensor noise; 12-bit range), then measures in the same run, alternating, 
 times each (medians reported):
 
 * the baseline: ``for f in files: tifffile.imread(f)`` (one thread, result discarded);
+* the write floor: the same loop writing each image's pixels to a new raw file, so the disk's
+  write speed is measured in the same run;
 * the lazy plate of ``read_tiff_plate(src)`` computed chunk by chunk, pixels discarded
   (ingest's read side alone);
 * ``cellscale.ingest(src, out)`` to an OME-Zarr plate, on the local threaded scheduler, with
@@ -96,6 +98,15 @@ def _phase(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.phase == "loop":
         nbytes = sum(tifffile.imread(path).nbytes for path in sorted(src.rglob("*.tif")))
+    elif args.phase == "copy":  # the same loop writing each image's pixels to a new raw file
+        dest = Path(args.out).with_suffix(".raw")
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        nbytes = 0
+        for i, path in enumerate(sorted(src.rglob("*.tif"))):
+            pixels = tifffile.imread(path)
+            pixels.tofile(dest / f"{i}.raw")
+            nbytes += pixels.nbytes
     elif args.phase == "read":  # the lazy plate computed chunk by chunk, pixels discarded
         data = read_tiff_plate(src).data
         nbytes = data.nbytes
@@ -125,7 +136,9 @@ def main() -> None:
     parser.add_argument("--zsteps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--phase", choices=["loop", "read", "ingest"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["loop", "copy", "read", "ingest"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--codec", help=argparse.SUPPRESS)
@@ -143,12 +156,14 @@ def main() -> None:
     )
     runs: dict[str, list[dict[str, float]]] = {
         "loop": [],
+        "copy": [],
         "read": [],
         "ingest": [],
         "ingest-none": [],
     }
     for _ in range(args.repeats):
         runs["loop"].append(_run("loop", src, out))
+        runs["copy"].append(_run("copy", src, out))
         runs["read"].append(_run("read", src, out))
         runs["ingest"].append(_run("ingest", src, out))
         runs["ingest-none"].append(_run("ingest", src, out, codec="none"))
@@ -161,6 +176,7 @@ def main() -> None:
         f"tifffile read loop           : {rate['loop']:7.0f} MB/s  peak RSS {peak['loop']:6.0f} MiB"
     )
     labels = {
+        "copy": "loop + raw file write (floor)",
         "read": "read_tiff_plate, no write",
         "ingest": "ingest (default codec)",
         "ingest-none": "ingest (codec none)",
@@ -168,7 +184,8 @@ def main() -> None:
     for key, label in labels.items():
         print(
             f"{label:29s}: {rate[key]:7.0f} MB/s  peak RSS {peak[key]:6.0f} MiB  "
-            f"ratio to loop {rate[key] / rate['loop']:.2f}"
+            f"ratio to loop {rate[key] / rate['loop']:.2f}, to loop + write "
+            f"{rate[key] / rate['copy']:.2f}"
         )
     print(f"plate store size (codec none) : {compressed / 1e9:.2f} GB; medians of {args.repeats}")
     if not args.keep:

@@ -40,6 +40,8 @@ __all__ = [
     "normalize_well",
     "plate_map_columns",
     "present_units",
+    "row_index",
+    "row_letters",
     "split_well",
     "validate_plate",
 ]
@@ -82,6 +84,30 @@ def split_well(name: str) -> tuple[str, int]:
 def format_well(row: str, col: int) -> str:
     """Format a well name with a two-digit column, e.g. ``("B", 3) -> "B03"``."""
     return f"{row.upper()}{int(col):02d}"
+
+
+def row_index(letters: str) -> int:
+    """0-based index of a plate row: ``"A" -> 0``, ``"Z" -> 25``, ``"AA" -> 26``."""
+    index = 0
+    for letter in letters.upper():
+        index = index * 26 + ord(letter) - ord("A") + 1
+    return index - 1
+
+
+def row_letters(index: int) -> str:
+    """Letters of a 0-based plate row index, the inverse of :func:`row_index`.
+
+    Examples
+    --------
+    >>> [row_letters(i) for i in (0, 25, 26)]
+    ['A', 'Z', 'AA']
+    """
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(ord("A") + rem) + letters
+    return letters
 
 
 def normalize_well(name: str) -> str:

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import CenteredNorm
 from matplotlib.figure import Figure
 
-from cellscale.plate import split_well
+from cellscale.plate import row_index, row_letters, split_well
 
 __all__ = ["explained_variance", "pca_scatter", "plate_heatmap"]
 
@@ -180,7 +180,7 @@ def plate_heatmap(
         Write a PNG here.
     """
     series = pd.Series(values, dtype=float)
-    cells = [(_row_index(r), c - 1) for r, c in (split_well(str(w)) for w in series.index)]
+    cells = [(row_index(r), c - 1) for r, c in (split_well(str(w)) for w in series.index)]
     n_rows, n_cols = _plate_format(cells)
     grid = np.full((n_rows, n_cols), np.nan)
     for (r, c), value in zip(cells, series.to_numpy(), strict=True):
@@ -190,7 +190,7 @@ def plate_heatmap(
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="equal")
     fig.colorbar(image, ax=ax, label=label or "", shrink=0.85)
     ax.set_xticks(range(n_cols), [str(c + 1) for c in range(n_cols)], fontsize="small")
-    ax.set_yticks(range(n_rows), [_row_name(r) for r in range(n_rows)], fontsize="small")
+    ax.set_yticks(range(n_rows), [row_letters(r) for r in range(n_rows)], fontsize="small")
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False, length=0)
     ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
     ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
@@ -211,22 +211,6 @@ def _annotate(ax: Axes, grid: np.ndarray, image: Any) -> None:
             red, green, blue, _ = image.cmap(image.norm(value))
             shade = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=6.5, color=shade)
-
-
-def _row_index(letters: str) -> int:
-    index = 0
-    for letter in letters.upper():
-        index = index * 26 + ord(letter) - ord("A") + 1
-    return index - 1
-
-
-def _row_name(index: int) -> str:
-    name = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        name = chr(ord("A") + rem) + name
-    return name
 
 
 def _plate_format(cells: Sequence[tuple[int, int]]) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cellscale.plate import PlateError, split_well
+from cellscale.plate import PlateError, row_index, split_well
 from cellscale.testing._cells import CellLayout, Raster, draw_layout, rasterize
 from cellscale.testing._phenotype import Phenotype
 from cellscale.testing._render import CHANNEL_KINDS
@@ -96,17 +96,10 @@ class Recipe:
         return dict(self.stains)[channel]
 
 
-def _row_number(letters: str) -> int:
-    number = 0
-    for letter in letters:
-        number = 26 * number + ord(letter) - ord("A") + 1
-    return number
-
-
 def field_rng(seed: int, t_key: int, well: str, field: int, stream: int) -> np.random.Generator:
     """The random generator of one stream of one field."""
     row, col = split_well(well)
-    return np.random.default_rng([seed, t_key, _row_number(row), col, field, stream])
+    return np.random.default_rng([seed, t_key, row_index(row) + 1, col, field, stream])
 
 
 def stain_stream(kind: str) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from cellscale.plate import PlateError, format_well, normalize_well
+from cellscale.plate import PlateError, format_well, normalize_well, row_letters
 
 __all__ = ["DEFAULT_CONCENTRATIONS", "PLATE_FORMATS", "default_plate_map", "plate_wells"]
 
@@ -23,16 +23,6 @@ PLATE_FORMATS: dict[int, tuple[int, int]] = {
 
 DEFAULT_CONCENTRATIONS: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 """A seven-point, roughly half-log dose series in micromolar."""
-
-
-def _row_name(index: int) -> str:
-    """Row letters of a 0-based row index: 0 -> "A", 25 -> "Z", 26 -> "AA"."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(ord("A") + rem) + letters
-    return letters
 
 
 def plate_wells(plate_format: int = 96) -> list[str]:
@@ -58,7 +48,7 @@ def plate_wells(plate_format: int = 96) -> list[str]:
             f"unknown plate format {plate_format!r}; choose one of {sorted(PLATE_FORMATS)}"
         )
     n_rows, n_cols = PLATE_FORMATS[plate_format]
-    return [format_well(_row_name(r), c + 1) for r in range(n_rows) for c in range(n_cols)]
+    return [format_well(row_letters(r), c + 1) for r in range(n_rows) for c in range(n_cols)]
 
 
 def resolve_wells(wells: int | Sequence[str], plate_format: int) -> list[str]:
