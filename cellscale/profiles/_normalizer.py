@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import dask
@@ -19,7 +20,7 @@ from cellscale.profiles._table import control_mask, is_table, split_table
 __all__ = ["Normalizer", "selected_rows"]
 
 
-class Normalizer:
+class Normalizer(ABC):
     """Base of :class:`Standardizer`, :class:`Robustizer` and :class:`Spherizer`.
 
     A fitted normaliser is the affine map ``((x - center_) / scale_) @ matrix_`` (each
@@ -79,8 +80,9 @@ class Normalizer:
         self._estimate(arr, rows)
         return self
 
+    @abstractmethod
     def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
-        raise NotImplementedError
+        """Fit ``center_``, ``scale_`` and ``matrix_`` on the selected rows of ``arr``."""
 
     def transform(self, data: Any) -> Any:
         """Apply the fitted map to every row of ``data``.
@@ -114,8 +116,9 @@ class Normalizer:
             else [f"{self._output_prefix}{i + 1}" for i in range(k)]
         )
 
+    @abstractmethod
     def _params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The constructor's settings, saved with the fitted model."""
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save the fitted normaliser to one ``.npz`` file with JSON provenance."""
