@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
+from zarr.core.array_spec import ArrayConfigParams
 
 from cellscale._compute import UnitFailure, run_units
 from cellscale.config import config_value
@@ -25,6 +26,8 @@ from cellscale.plate import PlateError, image_chunks, split_well, validate_plate
 __all__ = ["field_image_path", "write_plate"]
 
 _SETUP_THREADS = 8
+# images are never "empty": skip zarr's comparison of every chunk with the fill value
+_WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 _CHANNEL_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "FFFF00", "00FFFF", "FFFFFF")
 
 
@@ -227,6 +230,7 @@ def _create_store(
         "dtype": layout.dtype,
         "fill_value": 0,
         "compressors": compressor_for(codec, clevel, zarr_format),
+        "config": _WRITE_CONFIG,
     }
     if zarr_format == 3:
         array_options["dimension_names"] = IMAGE_AXES
@@ -300,7 +304,7 @@ def _open_arrays(root: zarr.Group, layout: PlateLayout) -> dict[tuple[str, int],
     def open_one(unit: tuple[str, int]) -> zarr.Array:
         array = root[f"{field_image_path(*unit)}/0"]
         assert isinstance(array, zarr.Array)
-        return array
+        return array.with_config(_WRITE_CONFIG)
 
     with ThreadPoolExecutor(_SETUP_THREADS) as pool:
         return dict(zip(units, pool.map(open_one, units), strict=True))
