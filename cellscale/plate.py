@@ -24,7 +24,7 @@ Pixel size lives in ``attrs["pixel_size_um"]`` as ``[y, x]``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -39,7 +39,6 @@ __all__ = [
     "format_well",
     "normalize_well",
     "plate_map_columns",
-    "present_units",
     "row_index",
     "row_letters",
     "split_well",
@@ -248,15 +247,3 @@ def validate_plate(plate: xr.DataArray, *, dims: Sequence[str] = DIMS) -> None:
             raise PlateError(f"plate lacks the {coord!r} coordinate")
     if plate.coords["field_present"].dims != ("well", "field"):
         raise PlateError("'field_present' must have dims ('well', 'field')")
-
-
-def present_units(plate: xr.DataArray) -> Iterator[tuple[int, str, int]]:
-    """Yield ``(t_index, well, field)`` for every field that exists, in plate order."""
-    present = plate.coords["field_present"].values
-    wells = plate.coords["well"].values
-    fields = plate.coords["field"].values
-    for t_index in range(plate.sizes["t"]):
-        for w, well in enumerate(wells):
-            for f, field in enumerate(fields):
-                if present[w, f]:
-                    yield t_index, str(well), int(field)

@@ -99,16 +99,14 @@ def write_plate(
     if overwrite and path.exists():
         shutil.rmtree(path)
     store_layout = _existing_layout(path)
+    created = None
     if store_layout is None:
         version = str(config_value("zarr.ngff-version", version))
         codec = str(config_value("zarr.codec", codec))
         clevel = int(config_value("zarr.clevel", clevel))
-        arrays = _create_store(path, layout, version, codec, clevel)
+        created = _create_store(path, layout, version, codec, clevel)
         store_layout = layout
-        root = zarr.open_group(str(path), mode="r+")
-    else:
-        root = zarr.open_group(str(path), mode="r+")
-        arrays = _open_arrays(root, store_layout)
+    root = zarr.open_group(str(path), mode="r+")
     unit_index = _unit_index(layout, store_layout, path)
     done = ledger_done(root)
     assert done is not None
@@ -122,6 +120,11 @@ def write_plate(
     if rewrite:
         for _, store_unit in todo:
             mark_unit(ledger, store_unit, done=False)
+    if created is None:  # resuming: open only the fields that still need writing
+        needed = {(store_layout.wells[w], store_layout.fields[f]) for _, (_, w, f) in todo}
+        arrays = _open_arrays(root, sorted(needed))
+    else:
+        arrays = created
     data = plate.data.rechunk(image_chunks(plate.shape))
     blocks = data.to_delayed()
     tasks, names = [], []
@@ -292,14 +295,10 @@ def _template_attrs(zarr_format: int, write: Callable[[zarr.Group], None]) -> di
     return group.attrs.asdict()
 
 
-def _open_arrays(root: zarr.Group, layout: PlateLayout) -> dict[tuple[str, int], zarr.Array]:
-    """Open the field arrays of an existing store, in parallel."""
-    units = [
-        (well, field)
-        for w, well in enumerate(layout.wells)
-        for f, field in enumerate(layout.fields)
-        if layout.field_present[w][f]
-    ]
+def _open_arrays(
+    root: zarr.Group, units: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], zarr.Array]:
+    """Open the arrays of the given (well, field) images of an existing store, in parallel."""
 
     def open_one(unit: tuple[str, int]) -> zarr.Array:
         array = root[f"{field_image_path(*unit)}/0"]

@@ -174,17 +174,15 @@ def ingest(
         rgb=rgb,
         name=name,
     )
-    return Path(
-        write_plate(
-            plate,
-            out,
-            version=version,
-            codec=codec,
-            clevel=clevel,
-            overwrite=overwrite,
-            client=client,
-            progress=progress,
-        )
+    return write_plate(
+        plate,
+        out,
+        version=version,
+        codec=codec,
+        clevel=clevel,
+        overwrite=overwrite,
+        client=client,
+        progress=progress,
     )
 
 
