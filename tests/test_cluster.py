@@ -116,6 +116,7 @@ def test_config_restored_only_when_the_last_client_closes() -> None:
         first.close()
         assert dask.config.get("optimization.fuse.active") is False  # second still open
     assert dask.config.get("optimization.fuse.active", None) is not False
+    assert dask.config.get("scheduler", None) is None  # not left on a closed client's scheduler
 
 
 def test_dashboard_link_printed_and_status_answers(capsys: pytest.CaptureFixture[str]) -> None:

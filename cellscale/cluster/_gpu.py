@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,11 +76,16 @@ class SharedConfig:
     """dask config values in effect while at least one holder (e.g. an open client) needs them.
 
     Holders may come and go in any order: the previous values come back only when the last
-    one releases, unlike nested ``dask.config.set`` blocks.
+    one releases, unlike nested ``dask.config.set`` blocks. Keys named in ``restore`` are
+    left alone while held but also get their previous values back on the last release;
+    ``distributed.Client`` sets ``scheduler`` and ``shuffle`` like a nested block, so
+    clients closed out of order would otherwise leave the distributed scheduler
+    configured with no client to run it.
     """
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], restore: Sequence[str] = ()) -> None:
         self._values = dict(values)
+        self._restore = tuple(restore)
         self._holders = 0
         self._active: dask.config.set | None = None
         self._lock = threading.Lock()
@@ -89,7 +94,8 @@ class SharedConfig:
         """Add a holder; the first one puts the values in effect."""
         with self._lock:
             if self._holders == 0:
-                self._active = dask.config.set(self._values)
+                current = {key: dask.config.get(key, None) for key in self._restore}
+                self._active = dask.config.set({**current, **self._values})
             self._holders += 1
 
     def release(self) -> None:
@@ -102,4 +108,4 @@ class SharedConfig:
 
 
 #: Held by every open client from :func:`~cellscale.start_cluster`.
-KEEP_ANNOTATIONS = SharedConfig(PRESERVE_ANNOTATIONS)
+KEEP_ANNOTATIONS = SharedConfig(PRESERVE_ANNOTATIONS, restore=("scheduler", "shuffle"))
