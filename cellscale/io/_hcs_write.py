@@ -156,8 +156,13 @@ def _write_unit(
     ledger: zarr.Array,
     ledger_index: tuple[int, int, int],
 ) -> None:
+    chunk_shape = (
+        1,
+        1,
+        *image.shape[2:],
+    )  # a value of exactly one chunk's shape skips zarr's merge
     for c, block in enumerate(channel_blocks):
-        image[t, c] = np.asarray(block).reshape(image.shape[2:])
+        image[t : t + 1, c : c + 1] = np.asarray(block).reshape(chunk_shape)
     mark_unit(ledger, ledger_index, done=True)
 
 
