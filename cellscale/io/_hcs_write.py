@@ -6,6 +6,7 @@ import copy
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,20 @@ import xarray as xr
 import zarr
 from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
 from zarr.core.array_spec import ArrayConfigParams
+from zarr.core.group import GroupMetadata
 
 from cellscale._compute import UnitFailure, run_units
 from cellscale.config import config_value
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
 from cellscale.io._ledger import LEDGER_NAME, create_ledger, ledger_done, mark_unit
-from cellscale.io._ngff import IMAGE_AXES, compressor_for, format_for, ome_attrs, zarr_format_for
+from cellscale.io._ngff import (
+    IMAGE_AXES,
+    ZarrFormat,
+    compressor_for,
+    format_for,
+    ome_attrs,
+    zarr_format_for,
+)
 from cellscale.plate import PlateError, image_chunks, split_well, validate_plate
 
 __all__ = ["field_image_path", "write_plate"]
@@ -223,13 +232,14 @@ def _create_store(
 ) -> dict[tuple[str, int], zarr.Array]:
     """Create the plate's groups, metadata, empty arrays and ledger; return the field arrays.
 
-    Each field's NGFF metadata is made once by ome-zarr-py on an in-memory template and
-    then written with its group in one call; wells are set up in parallel, since every
-    metadata write is a round trip to the store.
+    The NGFF metadata is made by ome-zarr-py on in-memory templates, and every row, well,
+    field group and image array is then written in one concurrent
+    :func:`zarr.create_hierarchy` call. The ledger comes first and the layout record last,
+    so an interrupted setup is recognised and redone.
     """
     fmt = format_for(version)
     zarr_format = zarr_format_for(version)
-    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     create_ledger(root, (len(layout.t), len(layout.wells), len(layout.fields)))
     shape = layout.image_shape()
     array_options: dict[str, Any] = {
@@ -238,10 +248,12 @@ def _create_store(
         "dtype": layout.dtype,
         "fill_value": 0,
         "compressors": compressor_for(codec, clevel, zarr_format),
-        "config": _WRITE_CONFIG,
     }
     if zarr_format == 3:
         array_options["dimension_names"] = IMAGE_AXES
+    template = zarr.create_array(
+        zarr.storage.MemoryStore(), **array_options, zarr_format=zarr_format
+    )
     image_attrs = _template_attrs(
         zarr_format,
         lambda group: write_multiscales_metadata(
@@ -254,31 +266,32 @@ def _create_store(
         ),
     )
     rows = sorted({split_well(w)[0] for w in layout.wells}, key=lambda r: (len(r), r))
-    row_groups = {row: root.create_group(row) for row in rows}
-
-    def create_well(w: int) -> dict[tuple[str, int], zarr.Array]:
-        well = layout.wells[w]
-        row, col = split_well(well)
+    nodes: dict[str, Any] = {row: GroupMetadata(zarr_format=zarr_format) for row in rows}
+    images: dict[str, tuple[str, int]] = {}
+    for w, well in enumerate(layout.wells):
         present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
         well_attrs = _template_attrs(
             zarr_format,
-            lambda group: write_well_metadata(group, [{"path": str(f)} for f in present], fmt=fmt),
+            partial(write_well_metadata, images=[{"path": str(f)} for f in present], fmt=fmt),
         )
-        well_group = row_groups[row].create_group(f"{col:02d}", attributes=well_attrs)
-        arrays = {}
+        row, col = split_well(well)
+        nodes[f"{row}/{col:02d}"] = GroupMetadata(
+            attributes=well_attrs,
+            zarr_format=zarr_format,
+        )
         for field in present:
             attrs = copy.deepcopy(image_attrs)
             ome_attrs(attrs)["multiscales"][0]["name"] = f"{well}-f{field}"
-            image = well_group.create_group(str(field), attributes=attrs)
-            arrays[(well, field)] = image.create_array("0", **array_options)
-        return arrays
-
-    with ThreadPoolExecutor(_SETUP_THREADS) as pool:
-        arrays = {
-            k: v
-            for part in pool.map(create_well, range(len(layout.wells)))
-            for k, v in part.items()
-        }
+            group_path = field_image_path(well, field)
+            nodes[group_path] = GroupMetadata(attributes=attrs, zarr_format=zarr_format)
+            nodes[f"{group_path}/0"] = template.metadata
+            images[f"{group_path}/0"] = (well, field)
+    created = zarr.create_hierarchy(store=root.store, nodes=nodes)
+    arrays = {
+        images[key]: node.with_config(_WRITE_CONFIG)
+        for key, node in created
+        if key in images and isinstance(node, zarr.Array)
+    }
     cols = sorted({split_well(w)[1] for w in layout.wells})
     write_plate_metadata(
         root,
@@ -293,9 +306,9 @@ def _create_store(
     return arrays
 
 
-def _template_attrs(zarr_format: int, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
+def _template_attrs(zarr_format: ZarrFormat, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
     """The attributes that an ome-zarr-py metadata writer gives a group, made in memory."""
-    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=zarr_format)
     write(group)
     return group.attrs.asdict()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import zarr.codecs
@@ -14,6 +14,7 @@ from cellscale.plate import PlateError
 __all__ = [
     "IMAGE_AXES",
     "SUPPORTED_VERSIONS",
+    "ZarrFormat",
     "compressor_for",
     "format_for",
     "ome_attrs",
@@ -22,6 +23,8 @@ __all__ = [
 
 IMAGE_AXES: tuple[str, ...] = ("t", "c", "z", "y", "x")
 """Axes of every field image cellscale writes."""
+
+ZarrFormat = Literal[2, 3]
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.4", "0.5")
 
@@ -37,13 +40,13 @@ def format_for(version: str) -> Format:
     raise PlateError(f"NGFF version {version!r} is not supported; use one of {SUPPORTED_VERSIONS}")
 
 
-def zarr_format_for(version: str) -> int:
+def zarr_format_for(version: str) -> ZarrFormat:
     """Zarr format of an NGFF version: 0.5 is Zarr v3, 0.4 is Zarr v2."""
     format_for(version)
     return 3 if version == "0.5" else 2
 
 
-def compressor_for(codec: str, clevel: int, zarr_format: int) -> Any:
+def compressor_for(codec: str, clevel: int, zarr_format: ZarrFormat) -> Any:
     """Build the compressor for ``codec`` in the codec family of ``zarr_format``.
 
     Parameters
