@@ -78,7 +78,7 @@ class SharedConfig:
     Holders may come and go in any order: the previous values come back only when the last
     one releases, unlike nested ``dask.config.set`` blocks. Keys named in ``restore`` are
     left alone while held but also get their previous values back on the last release;
-    ``distributed.Client`` sets ``scheduler`` and ``shuffle`` like a nested block, so
+    ``distributed.Client`` sets ``scheduler`` like a nested block, so
     clients closed out of order would otherwise leave the distributed scheduler
     configured with no client to run it.
     """
@@ -108,4 +108,4 @@ class SharedConfig:
 
 
 #: Held by every open client from :func:`~cellscale.start_cluster`.
-KEEP_ANNOTATIONS = SharedConfig(PRESERVE_ANNOTATIONS, restore=("scheduler", "shuffle"))
+KEEP_ANNOTATIONS = SharedConfig(PRESERVE_ANNOTATIONS, restore=("scheduler",))
