@@ -133,18 +133,26 @@ def _metaxpress_pixel_size(description: str) -> tuple[float, float] | None:
     return values.get("y", values["x"]), values["x"]
 
 
-def read_plane(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> np.ndarray:
-    """Read plane ``ref`` from the open file ``tif`` and check it against ``spec``."""
+def read_plane(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec, out: np.ndarray) -> None:
+    """Read plane ``ref`` of the open file ``tif`` into ``out``, checking it against ``spec``.
+
+    A plane that already has the plate's shape and dtype is read straight into ``out``;
+    others (RGB, or not fitting the plate) are read, converted or rejected.
+    """
+    expected = np.dtype(spec.dtype)
+    page = tif.series[0].pages[ref.key]
+    if page is not None and page.shape == spec.shape and page.dtype == expected:
+        tif.asarray(key=ref.key, series=0, out=out)
+        return
     data = tif.asarray(key=ref.key, series=0)
     if data.ndim == 3:
         data = _grey(data, ref.path, spec.rgb)
-    expected = np.dtype(spec.dtype)
     if data.shape != spec.shape or data.dtype != expected:
         raise PlateError(
             f"{ref.path}: image is {data.shape} {data.dtype}, expected {spec.shape} "
             f"{expected} like {spec.reference}"
         )
-    return data
+    out[...] = data
 
 
 def _grey(data: np.ndarray, path: str, rgb: int | None) -> np.ndarray:
@@ -168,7 +176,9 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
     PlateError
         Naming the file that cannot be read or whose plane does not fit the plate.
     """
-    out = np.zeros((1, 1, 1, len(spec.planes), 1, *spec.shape), dtype=spec.dtype)
+    shape = (1, 1, 1, len(spec.planes), 1, *spec.shape)
+    complete = all(ref is not None for ref in spec.planes)
+    out = np.empty(shape, spec.dtype) if complete else np.zeros(shape, spec.dtype)
     with ExitStack() as stack:
         opened: dict[str, tifffile.TiffFile] = {}
         for z, ref in enumerate(spec.planes):
@@ -177,7 +187,7 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
             try:
                 if ref.path not in opened:
                     opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
-                out[0, 0, 0, z, 0] = read_plane(opened[ref.path], ref, spec)
+                read_plane(opened[ref.path], ref, spec, out[0, 0, 0, z, 0])
             except PlateError:
                 raise
             except Exception as exc:
