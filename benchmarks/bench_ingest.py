@@ -11,13 +11,15 @@ times each (medians reported):
   write speed is measured in the same run;
 * the lazy plate of ``read_tiff_plate(src)`` computed chunk by chunk, pixels discarded
   (ingest's read side alone);
-* ``cellscale.ingest(src, out)`` to an OME-Zarr plate, on the local threaded scheduler, with
-  the configured default codec and with ``codec="none"``.
+* ``cellscale.ingest(src, out)`` to a new OME-Zarr plate, on the local threaded scheduler,
+  with the configured default codec and with ``codec="none"``.
 
-Throughput is uncompressed pixel MB/s (MB = 1e6 bytes). Every measurement runs in a fresh
-subprocess so its peak RSS (``ru_maxrss``) is its own. Files are read from the page cache
-in every run alike (the folder was just written or read), so this measures the CPU cost of
-ingest, not the disk.
+Every measurement runs twice per repeat: with the TIFFs in the page cache (warm: the CPU
+cost of ingest) and, where the page cache can be dropped (root on Linux), with it dropped
+first (cold: the files come from disk, as they do for a screen larger than memory).
+Before each measurement the previous output is deleted and the disk is synced, outside
+the timing. Throughput is uncompressed pixel MB/s (MB = 1e6 bytes). Every measurement runs
+in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own.
 
 Run:  .venv/bin/python benchmarks/bench_ingest.py [--wells 48] [--repeats 3] [--keep]
 Data goes to bench-data/ingest/ (git-ignored) and is deleted at the end unless --keep.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -41,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench-data" / "ingest"
 SHAPE = (1080, 1080)
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 UUID = "5E1F0C2A-9B3D-4C8E-A1F2-3D4E5F6A7B8C"
 
 
@@ -99,8 +103,7 @@ def _phase(args: argparse.Namespace) -> None:
     if args.phase == "loop":
         nbytes = sum(tifffile.imread(path).nbytes for path in sorted(src.rglob("*.tif")))
     elif args.phase == "copy":  # the same loop writing each image's pixels to a new raw file
-        dest = Path(args.out).with_suffix(".raw")
-        shutil.rmtree(dest, ignore_errors=True)
+        dest = Path(args.out)
         dest.mkdir(parents=True)
         nbytes = 0
         for i, path in enumerate(sorted(src.rglob("*.tif"))):
@@ -112,7 +115,7 @@ def _phase(args: argparse.Namespace) -> None:
         nbytes = data.nbytes
         data.map_blocks(_discard, chunks=(1,) * 7, dtype=data.dtype).compute()
     else:
-        out = ingest(src, args.out, codec=args.codec, overwrite=True, progress=False)
+        out = ingest(src, args.out, codec=args.codec, progress=False)
     seconds = time.perf_counter() - start
     if args.phase == "ingest":
         nbytes = open_plate(out).nbytes
@@ -120,12 +123,35 @@ def _phase(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "bytes": int(nbytes), "peak_rss": peak}))
 
 
-def _run(phase: str, src: Path, out: Path, codec: str | None = None) -> dict[str, float]:
+def _drop_page_cache() -> None:
+    """Write dirty pages out and drop the page cache (needs root)."""
+    subprocess.run(["sync"], check=True)
+    DROP_CACHES.write_text("3\n")
+
+
+def _run(
+    phase: str, src: Path, out: Path, codec: str | None = None, cold: bool = False
+) -> dict[str, float]:
+    shutil.rmtree(out, ignore_errors=True)
+    if cold:
+        _drop_page_cache()
+    else:
+        subprocess.run(["sync"], check=True)
     cmd = [sys.executable, __file__, "--phase", phase, "--src", str(src), "--out", str(out)]
     if codec:
         cmd += ["--codec", codec]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: label, phase, codec
+MEASUREMENTS = (
+    ("tifffile read loop", "loop", None),
+    ("loop + raw file write (floor)", "copy", None),
+    ("read_tiff_plate, no write", "read", None),
+    ("ingest (default codec)", "ingest", None),
+    ("ingest (codec none)", "ingest", "none"),
+)
 
 
 def main() -> None:
@@ -146,7 +172,7 @@ def main() -> None:
     if args.phase:
         _phase(args)
         return
-    src, out = DATA / "tiffs", DATA / "plate.zarr"
+    src, out = DATA / "tiffs", DATA / "out"
     start = time.perf_counter()
     files = generate(src, args.wells, args.sites, args.waves, args.zsteps)
     size = sum(p.stat().st_size for p in files)
@@ -154,40 +180,34 @@ def main() -> None:
         f"{len(files)} TIFFs, {size / 1e9:.2f} GB, {SHAPE} uint16 "
         f"(generated in {time.perf_counter() - start:.0f} s)"
     )
-    runs: dict[str, list[dict[str, float]]] = {
-        "loop": [],
-        "copy": [],
-        "read": [],
-        "ingest": [],
-        "ingest-none": [],
-    }
+    caches = ["cold", "warm"] if os.access(DROP_CACHES, os.W_OK) else ["warm"]
+    if caches == ["warm"]:
+        print("the page cache cannot be dropped here (needs root on Linux): warm runs only")
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     for _ in range(args.repeats):
-        runs["loop"].append(_run("loop", src, out))
-        runs["copy"].append(_run("copy", src, out))
-        runs["read"].append(_run("read", src, out))
-        runs["ingest"].append(_run("ingest", src, out))
-        runs["ingest-none"].append(_run("ingest", src, out, codec="none"))
-    rate = {
-        k: statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in v) for k, v in runs.items()
-    }
-    peak = {k: max(r["peak_rss"] for r in v) / 2**20 for k, v in runs.items()}
-    compressed = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(
-        f"tifffile read loop           : {rate['loop']:7.0f} MB/s  peak RSS {peak['loop']:6.0f} MiB"
-    )
-    labels = {
-        "copy": "loop + raw file write (floor)",
-        "read": "read_tiff_plate, no write",
-        "ingest": "ingest (default codec)",
-        "ingest-none": "ingest (codec none)",
-    }
-    for key, label in labels.items():
-        print(
-            f"{label:29s}: {rate[key]:7.0f} MB/s  peak RSS {peak[key]:6.0f} MiB  "
-            f"ratio to loop {rate[key] / rate['loop']:.2f}, to loop + write "
-            f"{rate[key] / rate['copy']:.2f}"
-        )
-    print(f"plate store size (codec none) : {compressed / 1e9:.2f} GB; medians of {args.repeats}")
+        for cache in caches:
+            if cache == "warm":
+                _run("loop", src, out)  # bring every file into the page cache
+            for label, phase, codec in MEASUREMENTS:
+                run = _run(phase, src, out, codec, cold=cache == "cold")
+                runs.setdefault((cache, label), []).append(run)
+                if (phase, codec) == ("ingest", None):
+                    stored = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    for cache in caches:
+        rate = {
+            label: statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in runs[(cache, label)])
+            for label, _, _ in MEASUREMENTS
+        }
+        loop, floor = rate["tifffile read loop"], rate["loop + raw file write (floor)"]
+        print(f"-- {cache} page cache (medians of {args.repeats})")
+        for label, _, _ in MEASUREMENTS:
+            peak = max(r["peak_rss"] for r in runs[(cache, label)]) / 2**20
+            print(
+                f"{label:29s}: {rate[label]:7.0f} MB/s  peak RSS {peak:6.0f} MiB  "
+                f"ratio to loop {rate[label] / loop:.2f}, to loop + write {rate[label] / floor:.2f}"
+            )
+    print(f"plate store size, default codec: {stored / 1e9:.2f} GB")
+    shutil.rmtree(out, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(DATA)
 
