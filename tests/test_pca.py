@@ -111,6 +111,23 @@ def test_fit_and_transform_from_zarr(tmp_path) -> None:
     np.testing.assert_allclose(written, pca.transform(x), rtol=1e-5)
 
 
+@pytest.mark.parametrize("compressors", [None, "auto"], ids=["raw-chunks", "compressed"])
+def test_fit_from_zarr_on_worker_processes(tmp_path, compressors) -> None:
+    from distributed import Client, LocalCluster
+
+    x = _data(1030, 6, np.float32, offset=3.0)
+    path = str(tmp_path / "emb.zarr")
+    zarr.create_array(path, shape=x.shape, chunks=(100, 6), dtype="f4", compressors=compressors)[
+        :
+    ] = x
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        pca = PCA(3).fit(path)
+    _assert_matches(pca, x, 1e-4)
+
+
 def test_save_and_load_round_trip(tmp_path) -> None:
     x = _data(200, 7, np.float64)
     pca = PCA(3).fit(x[:120])

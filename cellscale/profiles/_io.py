@@ -8,6 +8,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from cellscale.io._raw_rows import raw_rows
+
 __all__ = ["TARGET_CHUNK_BYTES", "as_cell_array", "as_row_mask", "row_bounds"]
 
 #: Rows per task are grown to about this many bytes when the stored chunks are smaller.
@@ -47,7 +49,7 @@ def as_cell_array(x: Any, *, chunk_bytes: int = TARGET_CHUNK_BYTES) -> da.Array:
     else:
         stored = getattr(x, "chunks", None) or (x.shape[0], x.shape[1])
         rows = max(stored[0], (_rows_for(x, chunk_bytes) // stored[0]) * stored[0])
-        arr = da.from_zarr(x, chunks=(rows, -1)) if _is_zarr(x) else da.from_array(x)
+        arr = _from_zarr(x, rows) if _is_zarr(x) else da.from_array(x)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D (cell, feature) array, got shape {arr.shape}")
     if len(arr.chunks[1]) > 1:
@@ -64,6 +66,14 @@ def row_bounds(arr: da.Array) -> list[tuple[int, int]]:
 def _rows_for(x: Any, chunk_bytes: int) -> int:
     row_bytes = max(1, int(np.prod(x.shape[1:])) * np.dtype(x.dtype).itemsize)
     return int(max(1, min(x.shape[0], chunk_bytes // row_bytes)))
+
+
+def _from_zarr(x: Any, rows: int) -> da.Array:
+    """A dask array over a Zarr array; raw uncompressed local chunks are read with one copy."""
+    raw = raw_rows(x)
+    if raw is None:
+        return da.from_zarr(x, chunks=(rows, -1))
+    return da.from_array(raw, chunks=(rows, -1), lock=False, meta=np.empty((0, 0), raw.dtype))
 
 
 def _is_zarr(x: Any) -> bool:
