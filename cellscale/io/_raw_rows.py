@@ -67,10 +67,11 @@ class RawRows:
             return self[slice(start, stop), cols][::step]
         out = np.empty((max(0, stop - start), self.shape[1]), self.dtype)
         if len(out):
-            self._read_into(out, start)
+            self.read_into(out, start)
         return out if cols == slice(None) else out[:, cols]
 
-    def _read_into(self, out: np.ndarray, start: int) -> None:
+    def read_into(self, out: np.ndarray, start: int) -> None:
+        """Fill the C-contiguous ``out`` with rows ``start:start + len(out)``."""
         row_bytes = self.shape[1] * self.dtype.itemsize
         stop = start + len(out)
         for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):

@@ -9,7 +9,7 @@ tree reduction over a cluster gives the same answer as one pass over all rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +17,20 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from scipy.linalg import blas
 
 from cellscale._compute import default_client
+from cellscale.io._raw_rows import RawRows
 from cellscale.profiles._io import row_bounds
 
-__all__ = ["Moments", "check_finite", "chunk_moments", "compute_moments", "moments_graph"]
+__all__ = [
+    "Moments",
+    "check_finite",
+    "chunk_moments",
+    "compute_moments",
+    "moments_graph",
+    "raw_chunk_moments",
+]
 
 #: Rows per float32 GEMM call; partial products are summed in float64 between calls.
 GEMM_ROWS = 16384
@@ -129,38 +138,119 @@ def chunk_moments(
     if mask is not None:
         index = np.flatnonzero(np.asarray(mask, dtype=bool))
         block = block[index]
-    dtype = np.dtype(compute_dtype or block.dtype)
-    if diagonal or dtype not in (np.float32, np.float64):
-        dtype = np.dtype(np.float64)
+    dtype = _product_dtype(block.dtype, compute_dtype, diagonal)
     n, d = block.shape
     if n == 0:
         return Moments.empty(d, diagonal=diagonal)
-    # any shift near the mean keeps the products well conditioned (the correction below is
-    # exact), so the first slice's mean serves and saves a pass over the whole chunk
-    shift = block[:GEMM_ROWS].mean(axis=0, dtype=np.float64).astype(dtype)
-    offset = np.zeros(d)
-    m2 = np.zeros((d,) if diagonal else (d, d))
+    # any shift near the mean keeps the products well conditioned (the correction in
+    # _Sums.moments is exact), so the first slice's mean serves and saves a pass
+    sums = _Sums(block[:GEMM_ROWS].mean(axis=0, dtype=np.float64).astype(dtype), diagonal)
     centred = np.empty((min(n, GEMM_ROWS), d), dtype=dtype)
-    ones = np.ones(len(centred), dtype=dtype)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
         for lo in range(0, n, GEMM_ROWS):
             rows = block[lo : lo + GEMM_ROWS]
             part = centred[: len(rows)]
-            np.subtract(rows, shift, out=part, casting="unsafe")
-            offset += ones[: len(rows)] @ part  # column sums by BLAS, accumulated in float64
-            m2 += np.einsum("ij,ij->j", part, part) if diagonal else part.T @ part
-    squares = np.diagonal(m2) if m2.ndim == 2 else m2
-    if not (np.isfinite(offset).all() and np.isfinite(squares).all()):
-        check_finite(block, start, stop, index)
-    offset /= n
-    spread = offset * offset if diagonal else np.outer(offset, offset)
-    return Moments(n, shift.astype(np.float64) + offset, m2 - n * spread)
+            np.subtract(rows, sums.shift, out=part, casting="unsafe")
+            sums.add(part)
+    return sums.moments(lambda: check_finite(block, start, stop, index))
+
+
+def raw_chunk_moments(
+    source: RawRows,
+    start: int,
+    stop: int,
+    mask: np.ndarray | None = None,
+    *,
+    diagonal: bool = False,
+    compute_dtype: Any = None,
+) -> Moments:
+    """:func:`chunk_moments` of rows ``start:stop`` of ``source``, read slice by slice.
+
+    Each slice of :data:`GEMM_ROWS` rows is read from the chunk files straight into the
+    task's one work buffer and shifted there, so the chunk is never held whole. When
+    the products need another dtype than the stored one, the rows are read whole and
+    passed to :func:`chunk_moments`.
+    """
+    dtype = _product_dtype(source.dtype, compute_dtype, diagonal)
+    if dtype != source.dtype:
+        return chunk_moments(
+            source[start:stop], mask, start, diagonal=diagonal, compute_dtype=compute_dtype
+        )
+    index = None if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+    d = source.shape[1]
+    buffer = np.empty((min(stop - start, GEMM_ROWS), d), dtype=dtype)
+    sums: _Sums | None = None
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
+        for lo in range(start, stop, GEMM_ROWS):
+            part = buffer[: min(GEMM_ROWS, stop - lo)]
+            source.read_into(part, lo)
+            if index is not None:  # move the selected rows to the front
+                first, last = np.searchsorted(index, [lo - start, lo - start + len(part)])
+                keep = index[first:last] - (lo - start)
+                part = buffer[: len(keep)]
+                part[...] = buffer[keep]
+            if len(part) == 0:
+                continue
+            if sums is None:
+                sums = _Sums(part.mean(axis=0, dtype=np.float64).astype(dtype), diagonal)
+            np.subtract(part, sums.shift, out=part)
+            sums.add(part)
+    if sums is None:
+        return Moments.empty(d, diagonal=diagonal)
+    return sums.moments(lambda: _check_rows(source, start, stop, index))
+
+
+def _check_rows(source: RawRows, start: int, stop: int, index: np.ndarray | None) -> None:
+    rows = source[start:stop]
+    check_finite(rows if index is None else rows[index], start, stop, index)
+
+
+def _product_dtype(dtype: Any, compute_dtype: Any, diagonal: bool) -> np.dtype[Any]:
+    product = np.dtype(compute_dtype or dtype)
+    if diagonal or product not in (np.float32, np.float64):
+        return np.dtype(np.float64)
+    return product
+
+
+class _Sums:
+    """Running column sums and cross-products of shifted rows, accumulated in float64."""
+
+    def __init__(self, shift: np.ndarray, diagonal: bool) -> None:
+        d = shift.shape[0]
+        self.shift = shift
+        self.n = 0
+        self.offset = np.zeros(d)
+        self.m2 = np.zeros((d,) if diagonal else (d, d))
+        # one product buffer per pass: new d x d arrays for every slice cost page faults
+        self._product = None if diagonal else np.empty((d, d), dtype=shift.dtype)
+
+    def add(self, part: np.ndarray) -> None:
+        """Add rows already shifted by :attr:`shift`."""
+        self.n += len(part)
+        self.offset += np.ones(len(part), dtype=part.dtype) @ part  # column sums by BLAS
+        if self._product is None:
+            self.m2 += np.einsum("ij,ij->j", part, part)
+        else:
+            self.m2 += np.matmul(part.T, part, out=self._product)
+
+    def moments(self, locate_non_finite: Callable[[], None]) -> Moments:
+        """The moments of the rows added; ``locate_non_finite`` raises on NaN or inf input."""
+        squares = np.diagonal(self.m2) if self.m2.ndim == 2 else self.m2
+        if not (np.isfinite(self.offset).all() and np.isfinite(squares).all()):
+            locate_non_finite()
+        offset = self.offset / self.n
+        if self.m2.ndim == 1:
+            self.m2 -= self.n * offset * offset
+        else:  # m2 -= n * outer(offset, offset) in place: a symmetric BLAS rank-1 update
+            blas.dger(-float(self.n), offset, offset, a=self.m2.T, overwrite_a=True)
+        return Moments(self.n, self.shift.astype(np.float64) + offset, self.m2)
 
 
 def moments_graph(
     arr: da.Array,
     mask: da.Array | None = None,
     *,
+    raw: RawRows | None = None,
     diagonal: bool = False,
     compute_dtype: Any = None,
     split_every: int = 8,
@@ -173,6 +263,10 @@ def moments_graph(
         Dask array ``(cell, feature)`` with one chunk along features.
     mask
         Optional boolean dask array ``(cell,)`` chunked like ``arr``'s rows.
+    raw
+        The chunk files that ``arr`` reads, when ``arr`` is exactly their rows
+        (:attr:`~cellscale.profiles._io.CellInput.raw`): each leaf then reads its rows
+        slice by slice with :func:`raw_chunk_moments` instead of loading its chunk.
     diagonal, compute_dtype
         Passed to :func:`chunk_moments`.
     split_every
@@ -183,14 +277,22 @@ def moments_graph(
     dask.delayed.Delayed
         Computes to a :class:`Moments`.
     """
-    blocks = arr.to_delayed().ravel()
-    masks: Sequence[Any] = [None] * len(blocks) if mask is None else mask.to_delayed().ravel()
-    leaves = [
-        dask.delayed(chunk_moments, pure=True)(
-            block, m, start, diagonal=diagonal, compute_dtype=compute_dtype
-        )
-        for block, m, (start, _) in zip(blocks, masks, row_bounds(arr), strict=True)
-    ]
+    bounds = row_bounds(arr)
+    masks: Sequence[Any] = [None] * len(bounds) if mask is None else mask.to_delayed().ravel()
+    options = {"diagonal": diagonal, "compute_dtype": compute_dtype}
+    if raw is not None:
+        if raw.shape != arr.shape:
+            raise ValueError(f"raw rows of shape {raw.shape} do not match the array {arr.shape}")
+        leaves = [
+            dask.delayed(raw_chunk_moments, pure=True)(raw, start, stop, m, **options)
+            for m, (start, stop) in zip(masks, bounds, strict=True)
+        ]
+    else:
+        blocks = arr.to_delayed().ravel()
+        leaves = [
+            dask.delayed(chunk_moments, pure=True)(block, m, start, **options)
+            for block, m, (start, _) in zip(blocks, masks, bounds, strict=True)
+        ]
     if not leaves:
         return dask.delayed(Moments.empty)(arr.shape[1], diagonal=diagonal)
     while len(leaves) > 1:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cellscale.profiles._apply import lazy_affine
-from cellscale.profiles._io import as_cell_array, as_row_mask, row_bounds
+from cellscale.profiles._io import CellInput, as_cell_array, as_row_mask, cell_input, row_bounds
 from cellscale.profiles._moments import check_finite
 from cellscale.profiles._persist import read_model, save_model
 from cellscale.profiles._table import control_mask, is_table, split_table
@@ -69,20 +69,20 @@ class Normalizer(ABC):
         """
         if is_table(data):
             split = split_table(data, features)
-            arr = as_cell_array(split.values)
+            cells = cell_input(split.values)
             mask = control_mask(controls, split.frame, len(split.values))
             self.feature_names_in_ = split.features
         else:
-            arr = as_cell_array(data)
-            mask = control_mask(controls, metadata, arr.shape[0])
+            cells = cell_input(data)
+            mask = control_mask(controls, metadata, cells.array.shape[0])
             self.feature_names_in_ = None
-        rows = None if mask is None else as_row_mask(mask, arr)
-        self._estimate(arr, rows)
+        rows = None if mask is None else as_row_mask(mask, cells.array)
+        self._estimate(cells, rows)
         return self
 
     @abstractmethod
-    def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
-        """Fit ``center_``, ``scale_`` and ``matrix_`` on the selected rows of ``arr``."""
+    def _estimate(self, cells: CellInput, rows: da.Array | None) -> None:
+        """Fit ``center_``, ``scale_`` and ``matrix_`` on the selected rows of ``cells``."""
 
     def transform(self, data: Any) -> Any:
         """Apply the fitted map to every row of ``data``.

@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 
 from cellscale.profiles._apply import lazy_affine
-from cellscale.profiles._io import as_cell_array, as_row_mask
+from cellscale.profiles._io import as_cell_array, as_row_mask, cell_input
 from cellscale.profiles._moments import Moments, compute_moments, moments_graph
 from cellscale.profiles._persist import read_model, save_model
 
@@ -119,7 +119,8 @@ class PCA:
         """Merge the rows of ``X`` into the fitted statistics (see :meth:`fit`)."""
         if self._frozen:
             raise ValueError("this PCA was saved without statistics and cannot be updated")
-        arr = as_cell_array(X)
+        cells = cell_input(X)
+        arr = cells.array
         if self._moments is not None and arr.shape[1] != self._moments.mean.shape[0]:
             raise ValueError(
                 f"X has {arr.shape[1]} features, the model was fitted on "
@@ -127,7 +128,11 @@ class PCA:
             )
         rows = None if mask is None else as_row_mask(mask, arr)
         graph = moments_graph(
-            arr, rows, compute_dtype=self.compute_dtype, split_every=self.split_every
+            arr,
+            rows,
+            raw=cells.raw,
+            compute_dtype=self.compute_dtype,
+            split_every=self.split_every,
         )
         moments = compute_moments(graph)
         self._set_moments(moments if self._moments is None else self._moments.merge(moments))

@@ -8,6 +8,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from cellscale.profiles._io import CellInput
 from cellscale.profiles._moments import moments_graph
 from cellscale.profiles._normalizer import Normalizer, selected_rows
 
@@ -29,8 +30,8 @@ class Standardizer(Normalizer):
 
     _kind = "Standardizer"
 
-    def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
-        (moments,) = dask.compute(moments_graph(arr, rows, diagonal=True))
+    def _estimate(self, cells: CellInput, rows: da.Array | None) -> None:
+        (moments,) = dask.compute(moments_graph(cells.array, rows, diagonal=True))
         if moments.n == 0:
             raise ValueError("no control rows selected")
         var = moments.m2 / moments.n
@@ -74,7 +75,8 @@ class Robustizer(Normalizer):
         self.epsilon = epsilon
         self.max_memory = max_memory
 
-    def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
+    def _estimate(self, cells: CellInput, rows: da.Array | None) -> None:
+        arr = cells.array
         n = arr.shape[0] if rows is None else int(rows.sum().compute())
         if n == 0:
             raise ValueError("no control rows selected")

@@ -7,6 +7,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from cellscale.profiles._io import CellInput
 from cellscale.profiles._moments import compute_moments, moments_graph
 from cellscale.profiles._normalizer import Normalizer
 
@@ -50,8 +51,8 @@ class Spherizer(Normalizer):
         self.center = center
         self._output_prefix = "PC" if method.startswith("PCA") else None
 
-    def _estimate(self, arr: da.Array, rows: da.Array | None) -> None:
-        moments = compute_moments(moments_graph(arr, rows))
+    def _estimate(self, cells: CellInput, rows: da.Array | None) -> None:
+        moments = compute_moments(moments_graph(cells.array, rows, raw=cells.raw))
         n, d = moments.n, moments.mean.shape[0]
         if n < 2:
             raise ValueError(f"sphering needs at least 2 control rows, got {n}")
