@@ -11,7 +11,7 @@ zarr: :func:`raw_rows` returns ``None`` for it.
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,21 +80,21 @@ class RawRows:
             target = out[lo - start : hi - start]
             path = self.root / self.keys[chunk]
             try:
-                fd = os.open(path, os.O_RDONLY)
+                file = io.FileIO(path, "r")  # unbuffered: reads go straight into the target
             except FileNotFoundError:
                 target[...] = self.fill_value
                 continue
-            try:
-                _read_exactly(fd, (lo - first) * row_bytes, target.data.cast("B"), path)
-            finally:
-                os.close(fd)
+            with file:
+                file.seek((lo - first) * row_bytes)
+                _read_exactly(file, target.data.cast("B"), path)
 
 
-def _read_exactly(fd: int, offset: int, view: memoryview, path: Path) -> None:
-    done = 0
+def _read_exactly(file: io.FileIO, view: memoryview, path: Path) -> None:
+    """Fill ``view`` from ``file``'s position."""
+    offset, done = file.tell(), 0
     while done < len(view):
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if got == 0:
+        got = file.readinto(view[done:])
+        if not got:
             raise OSError(
                 f"chunk file {path} is truncated: expected at least {offset + len(view)} bytes, "
                 f"found {offset + done}"
