@@ -117,3 +117,13 @@ def test_graph_refuses_raw_rows_of_another_shape(tmp_path: Path) -> None:
     raw = _raw(tmp_path, _values())
     with pytest.raises(ValueError, match="do not match"):
         moments_graph(cell_input(np.zeros((5, COLS))).array, raw=raw)
+
+
+def test_slices_without_selected_rows_are_not_read(tmp_path: Path) -> None:
+    values = _values()
+    raw = _raw(tmp_path, values)
+    (tmp_path / "x.zarr" / raw.keys[1]).write_bytes(b"")  # rows 100:200 unreadable
+    mask = np.arange(400) >= 256  # GEMM slices 0:64 … 192:256 hold no selected row
+    _assert_moments(raw_chunk_moments(raw, 0, 400, mask), values[:400][mask], rtol=1e-5)
+    with pytest.raises(OSError, match="truncated"):
+        raw_chunk_moments(raw, 0, 400)

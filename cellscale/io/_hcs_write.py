@@ -165,11 +165,8 @@ def _write_unit(
     ledger: zarr.Array,
     ledger_index: tuple[int, int, int],
 ) -> None:
-    chunk_shape = (
-        1,
-        1,
-        *image.shape[2:],
-    )  # a value of exactly one chunk's shape skips zarr's merge
+    # a value of exactly one chunk's shape spares zarr a fill-and-merge copy of the chunk
+    chunk_shape = (1, 1, *image.shape[2:])
     for c, block in enumerate(channel_blocks):
         image[t : t + 1, c : c + 1] = np.asarray(block).reshape(chunk_shape)
     mark_unit(ledger, ledger_index, done=True)

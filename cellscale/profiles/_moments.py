@@ -183,14 +183,16 @@ def raw_chunk_moments(
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported below
         for lo in range(start, stop, GEMM_ROWS):
             part = buffer[: min(GEMM_ROWS, stop - lo)]
-            source.read_into(part, lo)
-            if index is not None:  # move the selected rows to the front
+            keep = None
+            if index is not None:
                 first, last = np.searchsorted(index, [lo - start, lo - start + len(part)])
                 keep = index[first:last] - (lo - start)
+                if len(keep) == 0:
+                    continue  # no selected row in this slice: skip reading it
+            source.read_into(part, lo)
+            if keep is not None:  # move the selected rows to the front
                 part = buffer[: len(keep)]
                 part[...] = buffer[keep]
-            if len(part) == 0:
-                continue
             if sums is None:
                 sums = _Sums(part.mean(axis=0, dtype=np.float64).astype(dtype), diagonal)
             np.subtract(part, sums.shift, out=part)
