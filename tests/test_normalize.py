@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import dask.array as da
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import zarr
 
 from cellscale.profiles import (
     Robustizer,
@@ -103,6 +106,18 @@ def test_controls_whiten_to_identity_on_arrays(table: pd.DataFrame) -> None:
     assert out.dtype == np.float32
     controls = out.compute()[mask].astype(np.float64)
     np.testing.assert_allclose(np.cov(controls, rowvar=False), np.eye(5), atol=2e-3)
+
+
+@pytest.mark.parametrize("model", [Standardizer(), Robustizer("iqr"), Spherizer("ZCA-cor")])
+def test_uncompressed_zarr_fits_like_numpy(table: pd.DataFrame, model, tmp_path) -> None:
+    values = table[FEATURES].to_numpy()
+    mask = (table["Metadata_treatment"] == "DMSO").to_numpy()
+    path = str(tmp_path / "features.zarr")
+    zarr.create_array(path, shape=values.shape, chunks=(16, 5), dtype="f8", compressors=None)[:] = (
+        values
+    )
+    expected = copy.deepcopy(model).fit(values, mask).transform(values)
+    np.testing.assert_allclose(model.fit(path, mask).transform(values), expected, rtol=1e-9)
 
 
 @pytest.mark.parametrize("model", [Standardizer(), Robustizer("mad"), Robustizer("iqr")])
