@@ -1,8 +1,9 @@
-"""The ``cellscale`` command line: the demo, ingest, projection and plate summaries."""
+"""The ``cellscale`` command line: the demo, ingest, projection, verification and summaries."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,13 +11,31 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``cellscale`` command; returns the exit status."""
+    """Run the ``cellscale`` command; returns the exit status.
+
+    Errors in what the user asked for (a store that holds something else, a damaged
+    plate, a bad file) print one line per problem on stderr and exit with status 1;
+    ``--debug`` shows the traceback instead.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except _user_errors() as err:
+        if args.debug:
+            raise
+        print(f"cellscale {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from cellscale._stages import OutputLockedError, StaleOutputError, UnitFailure
+    from cellscale.plate import PlateError
+
+    return (PlateError, StaleOutputError, UnitFailure, OutputLockedError, FileNotFoundError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="cellscale", description="High-content screening at HPC scale."
     )
     parser.set_defaults(command=None)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command")
 
     demo = commands.add_parser("demo", help="run the demo pipeline on a synthetic plate")
@@ -42,18 +62,40 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--channels", default=None, help="comma-separated channel ids or names")
     ingest.add_argument("--fill-missing", action="store_true", help="fill missing images with 0")
     ingest.add_argument("--version", choices=["0.4", "0.5"], default=None, help="NGFF version")
+    _write_options(ingest)
     ingest.set_defaults(run=_ingest)
 
     project = commands.add_parser("project", help="Z-project a plate into a new plate")
     project.add_argument("plate", type=Path)
     project.add_argument("out", type=Path)
     project.add_argument("--method", default="max", choices=["max", "mean", "middle", "best_focus"])
+    _write_options(project)
     project.set_defaults(run=_project)
+
+    verify = commands.add_parser(
+        "verify", help="check that every complete unit of a plate has all its chunks, intact"
+    )
+    verify.add_argument("plate", type=Path)
+    verify.add_argument(
+        "--no-repair", action="store_true", help="report only; leave damaged units marked"
+    )
+    verify.set_defaults(run=_verify)
 
     info = commands.add_parser("info", help="summarise a plate")
     info.add_argument("plate", type=Path)
     info.set_defaults(run=_info)
     return parser
+
+
+def _write_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--overwrite", action="store_true", help="replace whatever the output holds"
+    )
+    command.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the output's complete units first and rewrite damaged ones",
+    )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -78,6 +120,8 @@ def _ingest(args: argparse.Namespace) -> None:
         channels=channels,
         fill_missing=args.fill_missing,
         version=args.version,
+        overwrite=args.overwrite,
+        verify=args.verify,
     )
     print(cellscale.open_plate(out))
 
@@ -86,8 +130,17 @@ def _project(args: argparse.Namespace) -> None:
     import cellscale
 
     plate = cellscale.open_plate(args.plate)
-    cellscale.write_plate(cellscale.project(plate, args.method), args.out)
+    projected = cellscale.project(plate, args.method)
+    cellscale.write_plate(projected, args.out, overwrite=args.overwrite, verify=args.verify)
     print(f"wrote the {args.method} projection of {args.plate} to {args.out}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import cellscale
+
+    report = cellscale.verify_plate(args.plate, repair=not args.no_repair)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def _info(args: argparse.Namespace) -> None:

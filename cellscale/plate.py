@@ -18,7 +18,16 @@ Coordinates
     Channel names.
 ``t``, ``z``
     Physical values where known (seconds, micrometres), else indices.
-Pixel size lives in ``attrs["pixel_size_um"]`` as ``[y, x]``.
+``unit_token``
+    Optional ``(t, well, field)`` ``uint64``: the identity of the inputs each unit's
+    pixels come from (the source files' names, sizes and modification times for
+    ingest; the source store's completion ledger for an opened plate). Writers record
+    it per unit, so a rerun redoes exactly the units whose inputs changed.
+
+Pixel size lives in ``attrs["pixel_size_um"]`` as ``[y, x]``. ``attrs["lineage"]`` lists
+the steps that made the plate (``{"op": "open_plate", "store": ..., "fingerprint": ...}``,
+``{"op": "project", "method": "max"}`` …); a writer stores it in the output's
+fingerprint, so an output made by other steps is never resumed by mistake.
 """
 
 from __future__ import annotations
@@ -34,7 +43,12 @@ import xarray as xr
 
 __all__ = [
     "DIMS",
+    "LINEAGE",
+    "PROJECTED_DIMS",
+    "UNIT_TOKEN",
     "PlateError",
+    "add_lineage",
+    "as_plate",
     "build_plate",
     "format_well",
     "normalize_well",
@@ -47,6 +61,15 @@ __all__ = [
 
 DIMS: tuple[str, ...] = ("t", "well", "field", "z", "c", "y", "x")
 """The dimension order of every plate array."""
+
+PROJECTED_DIMS: tuple[str, ...] = ("t", "well", "field", "c", "y", "x")
+"""The dimension order of a plate after Z projection."""
+
+UNIT_TOKEN = "unit_token"
+"""The ``(t, well, field)`` coordinate holding each unit's input identity."""
+
+LINEAGE = "lineage"
+"""The attribute listing the steps that made a plate."""
 
 RESERVED_WELL_COORDS = ("row", "col")
 _WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
@@ -194,6 +217,76 @@ def image_chunks(shape: Sequence[int]) -> tuple[int, ...]:
     """The plate chunk shape: one ``(t, well, field, c)`` image with whole z, y and x."""
     _, _, _, n_z, _, n_y, n_x = shape
     return (1, 1, 1, n_z, 1, n_y, n_x)
+
+
+def as_plate(array: xr.DataArray, *, name: str | None = None) -> xr.DataArray:
+    """Make any DataArray with the plate dims and well names a valid plate.
+
+    ``row``, ``col`` and ``field_present`` are derived where missing, well names are
+    normalised (``"b3"`` -> ``"B03"``), missing ``field``, ``c``, ``t`` and ``z``
+    coordinates become indices (channels ``"c0"``, ``"c1"`` …), and NumPy data is wrapped
+    in dask with one chunk per image. A valid plate comes back unchanged.
+
+    Parameters
+    ----------
+    array
+        Dims ``(t, well, field, z, c, y, x)``, or ``(t, well, field, c, y, x)`` after
+        projection, with a ``well`` coordinate.
+    name
+        The plate name; by default the array's name, else ``"plate"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        The plate, dask-backed.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> raw = xr.DataArray(np.zeros((1, 2, 1, 1, 8, 8), "uint16"),
+    ...                    dims=("t", "well", "field", "c", "y", "x"),
+    ...                    coords={"well": ["a1", "B2"]})
+    >>> plate = as_plate(raw)
+    >>> plate.coords["well"].values.tolist(), plate.coords["row"].values.tolist()
+    (['A01', 'B02'], ['A', 'B'])
+    """
+    dims = tuple(array.dims)
+    if dims not in (DIMS, PROJECTED_DIMS):
+        raise PlateError(
+            f"a plate has dims {DIMS}, or {PROJECTED_DIMS} after projection; got {dims}"
+        )
+    if "well" not in array.coords:
+        raise PlateError("a plate needs well names: give the array a 'well' coordinate")
+    wells = [normalize_well(str(w)) for w in array.coords["well"].values]
+    plate = array.assign_coords(well=np.asarray(wells, dtype=object))
+    defaults: dict[str, Any] = {
+        "t": np.arange(plate.sizes["t"]),
+        "field": np.arange(plate.sizes["field"], dtype=np.int64),
+        "c": np.asarray([f"c{i}" for i in range(plate.sizes["c"])], dtype=object),
+        "row": ("well", np.asarray([split_well(w)[0] for w in wells], dtype=object)),
+        "col": ("well", np.asarray([split_well(w)[1] for w in wells], dtype=np.int64)),
+        "field_present": (
+            ("well", "field"),
+            np.ones((plate.sizes["well"], plate.sizes["field"]), dtype=bool),
+        ),
+    }
+    if "z" in dims:
+        defaults["z"] = np.arange(plate.sizes["z"])
+    plate = plate.assign_coords({k: v for k, v in defaults.items() if k not in plate.coords})
+    if not isinstance(plate.data, da.Array):
+        plate = plate.copy(data=da.from_array(plate.values, chunks=_image_chunks_of(plate)))
+    plate.name = name or plate.name or "plate"
+    validate_plate(plate, dims=[str(d) for d in dims])
+    return plate
+
+
+def _image_chunks_of(plate: xr.DataArray) -> tuple[int, ...]:
+    return tuple(plate.sizes[d] if d in ("z", "y", "x") else 1 for d in plate.dims)
+
+
+def add_lineage(attrs: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` with ``step`` appended to its lineage (see the module docs)."""
+    return {**attrs, LINEAGE: [*attrs.get(LINEAGE, []), dict(step)]}
 
 
 def _plate_map_coords(plate_map: pd.DataFrame, wells: Sequence[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
 
 import cellscale
-from cellscale.io._ledger import LEDGER_NAME
+from cellscale.io._store_setup import LEDGER_NAME
 from cellscale.plate import PlateError, build_plate
 from tests.conftest import raise_if_dask_computes
 
@@ -154,12 +154,19 @@ def test_fields_that_disagree_are_named(tmp_path: Path) -> None:
         cellscale.open_plate(path)
 
 
-def _poisoned(plate: xr.DataArray, well: int, field: int) -> xr.DataArray:
-    """The plate with one unit whose computation raises."""
+def _poisoned(
+    plate: xr.DataArray, well: int, field: int, switch: Path | None = None
+) -> xr.DataArray:
+    """The plate with one unit whose computation raises (while ``switch`` exists, if given).
+
+    The switch stands for a broken source file: the graph is the same whether or not it
+    is broken, as it is when a user fixes a file and runs the same write again.
+    """
 
     def poison(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         loc = block_info[0]["chunk-location"] if block_info else (0, 0, 0)
-        if loc[1] == well and loc[2] == field:
+        broken = switch is None or switch.exists()
+        if loc[1] == well and loc[2] == field and broken:
             raise OSError("cannot read /data/B04_s1.tif: truncated file")
         return block
 
@@ -169,15 +176,21 @@ def _poisoned(plate: xr.DataArray, well: int, field: int) -> xr.DataArray:
 def test_failed_unit_is_never_complete_and_rerun_writes_only_the_rest(tmp_path: Path) -> None:
     plate, values = make_plate()
     out = tmp_path / "p.zarr"
-    with pytest.raises(PlateError, match="truncated file"):
-        cellscale.write_plate(_poisoned(plate, well=1, field=0), out, progress=False)
+    switch = tmp_path / "broken"
+    switch.touch()
+    poisoned = _poisoned(plate, well=1, field=0, switch=switch)
+    with pytest.raises(OSError, match="truncated file") as info:
+        cellscale.write_plate(poisoned, out, progress=False)
+    assert isinstance(info.value, cellscale.UnitFailure)
+    assert set(info.value.failures) == {"B04/f1/t0", "B04/f1/t1"}
     with pytest.raises(PlateError, match="B04/f1/t0"):
         cellscale.open_plate(out)
-    done = np.asarray(zarr.open_array(str(out / LEDGER_NAME), mode="r")[...])
+    done = np.asarray(zarr.open_array(str(out / LEDGER_NAME), mode="r")[...]) != 0
     assert done[:, 1, 0].sum() == 0
+    assert done.sum() == 2 * 5 - 2  # every other present unit was written, on any scheduler
     written_before = {p: p.stat().st_mtime_ns for p in out.rglob("c/*/*/*/*/*") if p.is_file()}
-    assert written_before  # the local scheduler stops at the first failure; some units were done
-    cellscale.write_plate(plate, out, progress=False)
+    switch.unlink()  # the "file" is fixed; the same write resumes
+    cellscale.write_plate(poisoned, out, progress=False)
     np.testing.assert_array_equal(cellscale.open_plate(out).values, values)
     rewritten = [
         str(p.relative_to(out))
@@ -203,13 +216,15 @@ def test_existing_stores_are_protected(tmp_path: Path) -> None:
     plate, _ = make_plate()
     out = cellscale.write_plate(plate, tmp_path / "p.zarr", progress=False)
     other = plate.isel(c=[0])
-    with pytest.raises(PlateError, match="overwrite=True"):
+    with pytest.raises(
+        cellscale.StaleOutputError, match=r"channels \['DNA', 'actin'\].*overwrite=True"
+    ):
         cellscale.write_plate(other, out, progress=False)
     cellscale.write_plate(other, out, overwrite=True, progress=False)
     assert cellscale.open_plate(out).sizes["c"] == 1
     foreign = tmp_path / "foreign.zarr"
     zarr.open_group(str(foreign), mode="w")
-    with pytest.raises(PlateError, match="not written by cellscale"):
+    with pytest.raises(cellscale.StaleOutputError, match="not written by cellscale"):
         cellscale.write_plate(plate, foreign, progress=False)
 
 
@@ -243,7 +258,7 @@ def test_write_on_a_distributed_client_reports_every_failed_unit(tmp_path: Path)
             n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
-        pytest.raises(PlateError) as info,
+        pytest.raises(OSError) as info,
     ):
         cellscale.write_plate(bad, tmp_path / "p.zarr", client=client, progress=False)
     message = str(info.value)

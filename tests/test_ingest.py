@@ -101,7 +101,7 @@ def test_unmatched_files_are_listed_with_the_pattern_unless_allowed(tmp_path):
 
 def test_a_file_of_another_shape_is_named_with_expected_and_got(tmp_path):
     files = write_ixm(tmp_path)
-    odd = files[(1, "B03", 1, "w1", 2)]
+    odd = files[(1, "B03", 1, "w1", 3)]  # not among the files probed for the layout
     tifffile.imwrite(odd, np.zeros((6, 10), np.uint16))
     plate = read_tiff_plate(tmp_path)
     assert plate.sel(well="B02").values.any()  # other fields read fine
@@ -124,8 +124,8 @@ def test_a_corrupt_file_is_named_when_read(tmp_path):
     files = write_ixm(tmp_path, wells=("B02",), sites=(1,), waves=(1,))
     bad = files[(1, "B02", 1, "w1", 3)]
     bad.write_bytes(bad.read_bytes()[:150])
-    plate = read_tiff_plate(tmp_path)
-    with pytest.raises(PlateError, match=rf"cannot read TIFF .*{bad.name}"):
+    plate = read_tiff_plate(tmp_path)  # the corrupt file is probed, skipped and read last
+    with pytest.raises(PlateError, match=rf"cannot read TIFF .*{bad.name}: corrupt TIFF"):
         plate.compute()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,13 +49,46 @@ def test_rerun_after_a_failure_writes_only_the_fields_not_yet_complete(tmp_path)
         ingest(source, out, progress=False)
     broken.write_bytes(good_bytes)
     done_pixels = tifffile.imread(done)
-    done.write_bytes(b"corrupt: this field is complete and must not be read again")
+    _scribble_keeping_size_and_time(done)  # a complete unit whose file looks unchanged
     ingest(source, out, progress=False)
     written = open_plate(out)
     np.testing.assert_array_equal(written.sel(well="B02", z=2).values.squeeze(), done_pixels)
     np.testing.assert_array_equal(
         written.sel(well="B03", z=2).values.squeeze(), tifffile.imread(broken)
     )
+
+
+def _scribble_keeping_size_and_time(path):
+    """Overwrite a file with garbage of the same size and give it back its mtime."""
+    stat = path.stat()
+    path.write_bytes(b"x" * stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_source_file_changed_after_its_unit_was_written_is_written_again(tmp_path):
+    source = tmp_path / "raw"
+    files = write_ixm(source, wells=("B02", "B03"), sites=(1,), waves=(1,), zsteps=(1,))
+    out = ingest(source, tmp_path / "plate.zarr", progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("c/*/*/*/*/*")}
+    changed = files[(1, "B03", 1, "w1", 1)]
+    new_pixels = np.full((12, 10), 7, np.uint16)
+    tifffile.imwrite(changed, new_pixels)
+    with pytest.warns(UserWarning, match=r"1 complete unit\(s\) .* changed since \(B03/f1/t0\)"):
+        ingest(source, out, progress=False)
+    np.testing.assert_array_equal(open_plate(out).sel(well="B03").values.squeeze(), new_pixels)
+    rewritten = {str(p.relative_to(out)) for p, t in before.items() if p.stat().st_mtime_ns != t}
+    assert rewritten == {"B/03/1/0/c/0/0/0/0/0"}
+
+
+def test_a_source_file_changed_while_ingesting_is_an_error_naming_it(tmp_path):
+    source = tmp_path / "raw"
+    files = write_ixm(source, wells=("B02",), sites=(1,), waves=(1,), zsteps=(1,))
+    plate = read_tiff_plate(source)
+    tifffile.imwrite(
+        files[(1, "B02", 1, "w1", 1)], np.zeros((12, 10), np.uint16), compression="zlib"
+    )
+    with pytest.raises(PlateError, match=r"Plate_B02_s1_w1.*changed since the plate was read"):
+        plate.compute()
 
 
 @pytest.mark.realdata

@@ -6,10 +6,13 @@ from cellscale.io._htd import HtdInfo, read_htd
 from cellscale.io._ingest import ingest, read_tiff_plate
 from cellscale.io._patterns import FilePattern, cellprofiler, imagexpress
 from cellscale.io._platemap import read_plate_map
+from cellscale.io._update import update_plate_map
+from cellscale.io._verify import VerifyReport, verify_plate
 
 __all__ = [
     "FilePattern",
     "HtdInfo",
+    "VerifyReport",
     "cellprofiler",
     "imagexpress",
     "ingest",
@@ -17,5 +20,7 @@ __all__ = [
     "read_htd",
     "read_plate_map",
     "read_tiff_plate",
+    "update_plate_map",
+    "verify_plate",
     "write_plate",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,12 +12,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from cellscale._stages import Fingerprint, Ledger
+from cellscale.io._chunks import read_image
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
-from cellscale.io._ledger import ledger_done
 from cellscale.io._ngff import IMAGE_AXES, ome_attrs
-from cellscale.plate import PlateError, build_plate, format_well
+from cellscale.io._store_setup import FINGERPRINT_KEY, LEDGER_NAME
+from cellscale.plate import LINEAGE, UNIT_TOKEN, PlateError, build_plate, format_well
 
 __all__ = ["open_plate"]
 
@@ -72,6 +74,9 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
         root = zarr.open_group(str(path), mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
         raise PlateError(f"{path} is not a Zarr group") from err
+    record: Any = root.attrs.asdict().get(LAYOUT_KEY)
+    if isinstance(record, dict) and "setup" in record:
+        raise PlateError(f"{path} was never completely set up; run the write again")
     ome = ome_attrs(root.attrs.asdict())
     plate_meta = ome.get("plate")
     if not isinstance(plate_meta, Mapping):
@@ -79,38 +84,71 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
     version = str(ome.get("version") or plate_meta.get("version") or "0.4")
     images, wells, fields = _field_images(root, plate_meta, path)
     shape5, dtype, channels = _check_fields(images)
-    record = root.attrs.asdict().get(LAYOUT_KEY)
     layout = PlateLayout.from_json(record) if record is not None else None
     present = np.array([[(w, f) in images for f in fields] for w in wells], dtype=bool)
-    _check_complete(root, present, wells, fields, path, allow_incomplete)
-    data = _plate_graph(images, wells, fields, shape5, dtype)
-    reference = next(iter(images.values()))
+    tokens = _unit_tokens(root, layout, wells, fields)
+    _check_complete(tokens, present, wells, fields, path, allow_incomplete)
+    fingerprint = record.get(FINGERPRINT_KEY) if record is not None else None
+    digest = Fingerprint.from_json(fingerprint).digest if fingerprint else None
+    source = (
+        {"op": "open_plate", "store": path.name, "fingerprint": digest}
+        if digest
+        else {"op": "open_plate", "store": str(path.resolve())}
+    )
+    identity = digest or (wells, fields, shape5, str(dtype))
+    names = (
+        layout.channels
+        if layout is not None
+        else list(channels)
+        if channels
+        else [f"c{i}" for i in range(shape5[1])]
+    )
+    data = _plate_graph(images, wells, fields, names, shape5, dtype, tokens, path, identity)
+    attrs = {"ngff_version": version, "source": str(path), LINEAGE: [source]}
     if layout is not None:
-        return build_plate(
+        plate = build_plate(
             data,
             name=layout.name,
             wells=wells,
             fields=fields,
-            channels=layout.channels,
+            channels=names,
             t=layout.t,
             z=layout.z,
             plate_map=layout.plate_map_frame() if layout.plate_map else None,
             field_present=present,
-            attrs={**layout.attrs, "ngff_version": version, "source": str(path)},
+            attrs={**layout.attrs, **attrs},
         )
-    scale = dict(zip(reference.axes, reference.scale, strict=True))
-    return build_plate(
-        data,
-        name=str(plate_meta.get("name") or path.stem),
-        wells=wells,
-        fields=fields,
-        channels=list(channels) if channels else [f"c{i}" for i in range(shape5[1])],
-        t=list(np.arange(shape5[0]) * scale.get("t", 1.0)),
-        z=list(np.arange(shape5[2]) * scale.get("z", 1.0)),
-        field_present=present,
-        pixel_size_um=[scale.get("y", 1.0), scale.get("x", 1.0)],
-        attrs={"ngff_version": version, "source": str(path)},
-    )
+    else:
+        reference = next(iter(images.values()))
+        scale = dict(zip(reference.axes, reference.scale, strict=True))
+        plate = build_plate(
+            data,
+            name=str(plate_meta.get("name") or path.stem),
+            wells=wells,
+            fields=fields,
+            channels=names,
+            t=list(np.arange(shape5[0]) * scale.get("t", 1.0)),
+            z=list(np.arange(shape5[2]) * scale.get("z", 1.0)),
+            field_present=present,
+            pixel_size_um=[scale.get("y", 1.0), scale.get("x", 1.0)],
+            attrs=attrs,
+        )
+    if tokens is not None:
+        plate = plate.assign_coords({UNIT_TOKEN: (("t", "well", "field"), tokens)})
+    return plate
+
+
+def _unit_tokens(
+    root: zarr.Group, layout: PlateLayout | None, wells: list[str], fields: list[int]
+) -> np.ndarray | None:
+    """The ledger's ``(t, well, field)`` tokens in the reader's well and field order."""
+    ledger = Ledger.open(root, LEDGER_NAME)
+    if ledger is None or layout is None:
+        return None
+    tokens = ledger.tokens()
+    w_index = [layout.wells.index(w) for w in wells]
+    f_index = [layout.fields.index(f) for f in fields]
+    return tokens[:, w_index][:, :, f_index]
 
 
 def _field_images(
@@ -199,17 +237,16 @@ def _check_fields(
 
 
 def _check_complete(
-    root: zarr.Group,
+    tokens: np.ndarray | None,
     present: np.ndarray,
     wells: list[str],
     fields: list[int],
     path: Path,
     allow_incomplete: bool,
 ) -> None:
-    done = ledger_done(root)
-    if done is None or allow_incomplete:
+    if tokens is None or allow_incomplete:
         return
-    missing = np.argwhere(~done & present[np.newaxis])
+    missing = np.argwhere((tokens == 0) & present[np.newaxis])
     if len(missing):
         shown = ", ".join(f"{wells[w]}/f{fields[f]}/t{t}" for t, w, f in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
@@ -223,31 +260,50 @@ def _plate_graph(
     images: dict[tuple[str, int], _FieldImage],
     wells: list[str],
     fields: list[int],
+    channels: list[str],
     shape5: tuple[int, ...],
     dtype: np.dtype,
+    tokens: np.ndarray | None,
+    path: Path,
+    identity: object,
 ) -> da.Array:
-    """One graph layer with one task per (t, well, field, c) image."""
+    """One graph layer with one task per (t, well, field, c) image, named by a token of its store.
+
+    Images of units the ledger marks complete are read strictly: a missing or damaged
+    chunk is an error naming the field, channel and file.
+    """
     n_t, n_c, n_z, n_y, n_x = shape5
-    name = f"read-plate-{uuid.uuid4().hex[:8]}"
+    name = f"read-plate-{tokenize(str(path.resolve()), identity)}"
     block = (1, 1, 1, n_z, 1, n_y, n_x)
     dsk: dict[Any, Any] = {}
     for w, well in enumerate(wells):
         for f, field in enumerate(fields):
             image = images.get((well, field))
             for t in range(n_t):
+                strict = tokens is not None and bool(tokens[t, w, f])
                 for c in range(n_c):
                     key = (name, t, w, f, 0, c, 0, 0)
                     if image is None:
                         dsk[key] = (np.zeros, block, dtype)
                     else:
-                        dsk[key] = (_read_image, image.array, image.axes, t, c, block)
+                        where = f"{path}: well {well} field {field} t={t} channel {channels[c]!r}"
+                        spec = (image.array, image.axes, t, c, block, where, strict)
+                        dsk[key] = (_read_field_image, *spec)
     chunks = ((1,) * n_t, (1,) * len(wells), (1,) * len(fields), (n_z,), (1,) * n_c, (n_y,), (n_x,))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     return da.Array(graph, name, chunks, dtype=dtype)
 
 
-def _read_image(
-    array: zarr.Array, axes: tuple[str, ...], t: int, c: int, block: tuple[int, ...]
+def _read_field_image(
+    array: zarr.Array,
+    axes: tuple[str, ...],
+    t: int,
+    c: int,
+    block: tuple[int, ...],
+    where: str,
+    strict: bool,
 ) -> np.ndarray:
     index = tuple({"t": t, "c": c}.get(axis, slice(None)) for axis in axes)
-    return np.asarray(array[index]).reshape(block)
+    if not strict:
+        return np.asarray(array[index]).reshape(block)
+    return read_image(array, index, (t, c, 0, 0, 0), where).reshape(block)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import shutil
-from collections.abc import Callable, Sequence
+import errno
+import math
+import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,36 +15,60 @@ import dask
 import numpy as np
 import xarray as xr
 import zarr
-from ome_zarr.writer import write_multiscales_metadata, write_plate_metadata, write_well_metadata
-from zarr.core.array_spec import ArrayConfigParams
-from zarr.core.group import GroupMetadata
+from dask.delayed import Delayed
 
-from cellscale._compute import UnitFailure, run_units
-from cellscale.config import config_value
-from cellscale.io._layout import LAYOUT_KEY, PlateLayout
-from cellscale.io._ledger import LEDGER_NAME, create_ledger, ledger_done, mark_unit
-from cellscale.io._ngff import (
-    IMAGE_AXES,
-    ZarrFormat,
-    compressor_for,
-    format_for,
-    ome_attrs,
-    zarr_format_for,
+from cellscale._stages import (
+    Fingerprint,
+    Ledger,
+    StaleOutputError,
+    check_fingerprint,
+    lazy_units,
+    output_lock,
+    remove_partials,
+    run_units,
+    task_key,
+    unit_token,
 )
-from cellscale.plate import PlateError, image_chunks, split_well, validate_plate
+from cellscale.config import config_value
+from cellscale.io._layout import PlateLayout
+from cellscale.io._store_setup import (
+    LEDGER_NAME,
+    WRITE_CONFIG,
+    create_store,
+    field_image_path,
+    read_store_record,
+)
+from cellscale.plate import LINEAGE, UNIT_TOKEN, as_plate, image_chunks
 
-__all__ = ["field_image_path", "write_plate"]
+__all__ = ["field_image_path", "plate_fingerprint", "write_plate"]
 
 _SETUP_THREADS = 8
-# images are never "empty": skip zarr's comparison of every chunk with the fill value
-_WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
-_CHANNEL_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "FFFF00", "00FFFF", "FFFFFF")
+
+Unit = tuple[int, int, int]  # (t, well, field) indices
 
 
-def field_image_path(well: str, field: int) -> str:
-    """Path of a field's image group inside a plate store, e.g. ``"B/03/2"``."""
-    row, col = split_well(well)
-    return f"{row}/{col:02d}/{field}"
+@dataclass(frozen=True)
+class _Settings:
+    """Write settings; ``None`` means "what the store has", else the configuration."""
+
+    version: str | None
+    codec: str | None
+    clevel: int | None
+
+    def resolve(self, stored: Fingerprint | None) -> _Settings:
+        """Fill unset values from a stored fingerprint, then from the configuration."""
+        known = dict(stored.parameters) if stored is not None else {}
+        return _Settings(
+            version=str(
+                config_value("zarr.ngff-version", _first(self.version, known.get("ngff_version")))
+            ),
+            codec=str(config_value("zarr.codec", _first(self.codec, known.get("codec")))),
+            clevel=int(config_value("zarr.clevel", _first(self.clevel, known.get("clevel")))),
+        )
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def write_plate(
@@ -55,23 +80,28 @@ def write_plate(
     clevel: int | None = None,
     overwrite: bool = False,
     rewrite: bool = False,
+    verify: bool = False,
     client: Any = None,
     progress: bool = True,
-) -> Path:
+    compute: bool = True,
+) -> Any:
     """Write ``plate`` to an OME-Zarr HCS plate at ``path``, one (t, well, field) unit at a time.
 
     Each unit is one task that computes the unit's images (all channels, whole Z
-    stacks) and writes them, then records the unit complete in the store's ledger.
-    Calling this again on the same store completes only what is missing, so an
-    interrupted write resumes. Writing a plate that holds a subset of an existing
-    store's wells, fields or time points (same channels, Z, image shape and dtype)
-    writes just that subset, e.g. to redo one field with ``rewrite=True``.
+    stacks), writes them, then records the unit complete in the store's ledger with a
+    token of its inputs. Calling this again with the same plate completes only what is
+    missing, so an interrupted write resumes; units whose inputs changed since they were
+    written (a source file replaced, a source field rewritten) are written again.
+    Writing into a store made by other steps, from another source or with other settings
+    is refused (see Raises). Writing a plate that holds a subset of an existing store's
+    wells, fields or time points (same channels, Z, image shape and dtype) with
+    ``rewrite=True`` redoes just that subset.
 
     Parameters
     ----------
     plate
-        A plate array (see :mod:`cellscale.plate`), usually lazy. A projected plate
-        (no ``z`` dim) is written with a single Z plane.
+        A plate array, usually lazy; anything :func:`cellscale.plate.as_plate` accepts.
+        A projected plate (no ``z`` dim) is written with a single Z plane.
     path
         Directory of the plate store (``*.zarr``).
     version
@@ -79,125 +109,224 @@ def write_plate(
         ``cellscale.zarr.ngff-version``) or ``"0.4"`` (Zarr v2).
     codec, clevel
         Compression (config ``cellscale.zarr.codec`` / ``clevel``); see
-        :func:`cellscale.io._ngff.compressor_for`.
+        :func:`cellscale.io._ngff.compressor_for`. When writing into an existing store,
+        ``version``, ``codec`` and ``clevel`` left unset mean "as the store has them".
     overwrite
         Delete an existing store at ``path`` first.
     rewrite
-        Write the plate's units even where the ledger says they are complete.
+        Write the plate's units even where the ledger says they are complete, from
+        whatever data the plate holds.
+    verify
+        First check that every unit marked complete has all its chunks and that they
+        decode (see :func:`cellscale.verify_plate`); damaged units are written again.
     client
-        A ``distributed.Client``; defaults to the current one, else local threads.
+        A ``distributed.Client``; defaults to the current one, else the local scheduler.
     progress
         Show a progress bar.
+    compute
+        ``False`` sets the store up and returns a ``dask.delayed.Delayed`` that writes
+        the units when computed (and raises :class:`~cellscale.UnitFailure` if any
+        failed), so several stages can share one graph. No lock is held while it runs.
 
     Returns
     -------
-    pathlib.Path
-        ``path``.
+    pathlib.Path or dask.delayed.Delayed
+        ``path``, or the lazy write when ``compute=False``.
 
     Raises
     ------
-    PlateError
-        If the store exists with an incompatible layout, or if some units failed
-        (each is named with its error; the others are written and recorded).
+    StaleOutputError
+        If the store at ``path`` was produced from another source, by other steps
+        (e.g. another projection method), under another plate name or plate map, with
+        other write settings or another cellscale version, or holds another image grid;
+        the message lists each difference.
+    UnitFailure
+        If some units failed: each is named by its position with its error, the others
+        are written and recorded. It is also an instance of the errors' common type
+        (``except OSError`` catches a full disk).
+    OutputLockedError
+        If another process is writing the same store.
     """
+    plate = as_plate(plate)
     if "z" not in plate.dims:
         plate = plate.expand_dims(z=[0], axis=plate.dims.index("c"))
-    validate_plate(plate)
     path = Path(path)
+    settings = _Settings(version, codec, clevel)
+    with output_lock(path):
+        tasks, names = _prepare(plate, path, settings, overwrite, rewrite, verify, client)
+        if not compute:
+            return lazy_units("write-plate", tasks, names)
+        run_units("write-plate", tasks, names, client=client, progress=progress)
+    return path
+
+
+def plate_fingerprint(plate: xr.DataArray, settings: Any) -> Fingerprint:
+    """The fingerprint of writing ``plate`` with ``settings`` (NGFF version, codec, level)."""
+    return Fingerprint(
+        stage="plate",
+        inputs={"lineage": plate.attrs.get(LINEAGE, []), "data": plate.data.name},
+        parameters={
+            "name": str(plate.name),
+            "ngff_version": settings.version,
+            "codec": settings.codec,
+            "clevel": settings.clevel,
+        },
+    )
+
+
+def _prepare(
+    plate: xr.DataArray,
+    path: Path,
+    settings: _Settings,
+    overwrite: bool,
+    rewrite: bool,
+    verify: bool,
+    client: Any,
+) -> tuple[list[Delayed], list[str]]:
+    """Set up or check the store, and build one write task per unit still to write."""
     layout = PlateLayout.from_plate(plate)
-    if overwrite and path.exists():
-        shutil.rmtree(path)
-    store_layout = _existing_layout(path)
-    created = None
-    if store_layout is None:
-        version = str(config_value("zarr.ngff-version", version))
-        codec = str(config_value("zarr.codec", codec))
-        clevel = int(config_value("zarr.clevel", clevel))
-        created = _create_store(path, layout, version, codec, clevel)
+    record = None if overwrite else read_store_record(path)
+    settings = settings.resolve(record.fingerprint if record is not None else None)
+    fingerprint = plate_fingerprint(plate, settings)
+    if record is None:
+        assert settings.version is not None and settings.codec is not None
+        assert settings.clevel is not None
+        arrays = create_store(
+            path, layout, fingerprint, settings.version, settings.codec, settings.clevel
+        )
         store_layout = layout
-    root = zarr.open_group(str(path), mode="r+")
-    unit_index = _unit_index(layout, store_layout, path)
-    done = ledger_done(root)
-    assert done is not None
-    ledger = root[LEDGER_NAME]
-    assert isinstance(ledger, zarr.Array)
-    todo = [
-        (unit, store_unit)
-        for unit, store_unit in unit_index.items()
-        if rewrite or not done[store_unit]
-    ]
-    if rewrite:
-        for _, store_unit in todo:
-            mark_unit(ledger, store_unit, done=False)
-    if created is None:  # resuming: open only the fields that still need writing
-        needed = {(store_layout.wells[w], store_layout.fields[f]) for _, (_, w, f) in todo}
-        arrays = _open_arrays(root, sorted(needed))
     else:
-        arrays = created
+        store_layout = record.layout
+        _unit_index(layout, store_layout, path)  # the grid first: its message is specific
+        _check_plate_map(layout, store_layout, path)
+        ignore = ("inputs.data",) if rewrite else ()
+        check_fingerprint(record.fingerprint, fingerprint, path, ignore=ignore)
+        remove_partials(path)
+        arrays = {}
+    root = zarr.open_group(str(path), mode="r+")
+    if verify and record is not None:
+        from cellscale.io._verify import verify_units
+
+        verify_units(path, client=client, progress=False, repair=True)
+    ledger = Ledger.open(root, LEDGER_NAME)
+    assert ledger is not None
+    recorded = ledger.tokens()
+    todo = _units_to_write(plate, layout, store_layout, recorded, path, rewrite)
+    for _, store_unit, _ in todo:
+        if recorded[store_unit]:
+            ledger.clear(store_unit)
+    if not arrays:
+        needed = {(store_layout.wells[w], store_layout.fields[f]) for _, (_, w, f), _ in todo}
+        arrays = _open_arrays(root, sorted(needed))
+    return _write_tasks(plate, layout, store_layout, todo, arrays, ledger, path)
+
+
+def _units_to_write(
+    plate: xr.DataArray,
+    layout: PlateLayout,
+    store_layout: PlateLayout,
+    recorded: np.ndarray,
+    path: Path,
+    rewrite: bool,
+) -> list[tuple[Unit, Unit, int]]:
+    """(plate unit, store unit, token) of every unit to write; warn about changed inputs."""
+    sources = _source_tokens(plate)
+    todo, changed = [], []
+    for unit, store_unit in _unit_index(layout, store_layout, path).items():
+        token = unit_token(plate.data.name, unit, int(sources[unit]))
+        stored = int(recorded[store_unit])
+        if rewrite or stored != token:
+            todo.append((unit, store_unit, token))
+            if stored not in (0, token) and not rewrite:
+                changed.append(_unit_name(layout, unit))
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        shown = ", ".join(changed[:5]) + more
+        warnings.warn(
+            f"{path}: {len(changed)} complete unit(s) were made from inputs that have changed "
+            f"since ({shown}); writing them again",
+            UserWarning,
+            stacklevel=4,
+        )
+    return todo
+
+
+def _source_tokens(plate: xr.DataArray) -> np.ndarray:
+    """Each unit's input identity: the ``unit_token`` coordinate, else zeros."""
+    shape = tuple(plate.sizes[d] for d in ("t", "well", "field"))
+    if UNIT_TOKEN not in plate.coords:
+        return np.zeros(shape, dtype=np.uint64)
+    coord = plate.coords[UNIT_TOKEN]
+    return np.asarray(coord.transpose("t", "well", "field").values, dtype=np.uint64)
+
+
+def _unit_name(layout: PlateLayout, unit: Unit) -> str:
+    t, w, f = unit
+    return f"{layout.wells[w]}/f{layout.fields[f]}/t{t}"
+
+
+def _write_tasks(
+    plate: xr.DataArray,
+    layout: PlateLayout,
+    store_layout: PlateLayout,
+    todo: list[tuple[Unit, Unit, int]],
+    arrays: dict[tuple[str, int], zarr.Array],
+    ledger: Ledger,
+    path: Path,
+) -> tuple[list[Delayed], list[str]]:
     data = plate.data.rechunk(image_chunks(plate.shape))
     blocks = data.to_delayed()
     tasks, names = [], []
-    for (t, w, f), (store_t, store_w, store_f) in todo:
-        well, field = layout.wells[w], layout.fields[f]
+    for (t, w, f), (store_t, store_w, store_f), token in todo:
         channel_blocks = [blocks[t, w, f, 0, c, 0, 0] for c in range(len(layout.channels))]
+        array = arrays[(store_layout.wells[store_w], store_layout.fields[store_f])]
         tasks.append(
             dask.delayed(_write_unit, pure=False)(
                 channel_blocks,
-                arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
+                array,
                 store_t,
                 ledger,
                 (store_t, store_w, store_f),
-                dask_key_name=f"write-plate-{well}-f{field}-t{t}-{plate.name}",
+                token,
+                dask_key_name=task_key("write-plate", str(path.resolve()), data.name, t, w, f),
             )
         )
-        names.append(f"{well}/f{field}/t{t}")
-    try:
-        run_units("write-plate", tasks, names, client=client, progress=progress)
-    except UnitFailure as err:
-        raise PlateError(f"writing {path}: {err}") from err
-    return path
+        names.append(_unit_name(layout, (t, w, f)))
+    return tasks, names
 
 
 def _write_unit(
     channel_blocks: Sequence[np.ndarray],
     image: zarr.Array,
     t: int,
-    ledger: zarr.Array,
-    ledger_index: tuple[int, int, int],
+    ledger: Ledger,
+    ledger_index: Unit,
+    token: int,
 ) -> None:
     # a value of exactly one chunk's shape spares zarr a fill-and-merge copy of the chunk
     chunk_shape = (1, 1, *image.shape[2:])
     for c, block in enumerate(channel_blocks):
-        image[t : t + 1, c : c + 1] = np.asarray(block).reshape(chunk_shape)
-    mark_unit(ledger, ledger_index, done=True)
+        try:
+            image[t : t + 1, c : c + 1] = np.asarray(block).reshape(chunk_shape)
+        except OSError as err:
+            raise _naming_chunk(err, image, (t, c, 0, 0, 0)) from err
+    ledger.mark(ledger_index, token)
 
 
-def _existing_layout(path: Path) -> PlateLayout | None:
-    """The layout of a complete store setup at ``path``, ``None`` if there is none yet."""
-    if not path.exists():
-        return None
+def _naming_chunk(err: OSError, image: zarr.Array, coords: tuple[int, ...]) -> OSError:
+    """``err`` again, of the same type, naming the chunk file that could not be written."""
+    where = f"{image.store}/{image.path}/{image.metadata.encode_chunk_key(coords)}"
+    code = err.errno if err.errno is not None else errno.EIO
     try:
-        root = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise PlateError(
-            f"{path} exists and is not a Zarr group; pass overwrite=True to replace it"
-        ) from err
-    record = root.attrs.asdict().get(LAYOUT_KEY)
-    if record is None:
-        if LEDGER_NAME in root:
-            return None  # setup was interrupted before anything was written: redo it
-        raise PlateError(
-            f"{path} exists and was not written by cellscale; pass overwrite=True to replace it"
-        )
-    return PlateLayout.from_json(record)
+        return type(err)(code, err.strerror or str(err), where)
+    except TypeError:  # an OSError subclass with another signature
+        return OSError(code, err.strerror or str(err), where)
 
 
-def _unit_index(
-    layout: PlateLayout, store: PlateLayout, path: Path
-) -> dict[tuple[int, int, int], tuple[int, int, int]]:
+def _unit_index(layout: PlateLayout, store: PlateLayout, path: Path) -> dict[Unit, Unit]:
     """Map the plate's present (t, well, field) indices to the store's."""
     if not layout.same_grid(store):
-        raise PlateError(
+        raise StaleOutputError(
             f"{path} holds a plate with channels {store.channels}, z {store.z}, image shape "
             f"{store.shape_yx} and dtype {store.dtype}; this plate has {layout.channels}, "
             f"{layout.z}, {layout.shape_yx}, {layout.dtype}. Pass overwrite=True to replace it"
@@ -211,7 +340,7 @@ def _unit_index(
             if not layout.field_present[w][f]:
                 continue
             if not store.field_present[w_map[w]][f_map[f]]:
-                raise PlateError(f"{path} has no field {field} in well {well}")
+                raise StaleOutputError(f"{path} has no field {field} in well {well}")
             for t in range(len(layout.t)):
                 index[(t, w, f)] = (t_map[t], w_map[w], f_map[f])
     return index
@@ -220,94 +349,37 @@ def _unit_index(
 def _positions(values: list[Any], store_values: list[Any], what: str, path: Path) -> list[int]:
     missing = [v for v in values if v not in store_values]
     if missing:
-        raise PlateError(f"{path} has no {what}(s) {missing}; it holds {store_values}")
+        raise StaleOutputError(f"{path} has no {what}(s) {missing}; it holds {store_values}")
     return [store_values.index(v) for v in values]
 
 
-def _create_store(
-    path: Path, layout: PlateLayout, version: str, codec: str, clevel: int
-) -> dict[tuple[str, int], zarr.Array]:
-    """Create the plate's groups, metadata, empty arrays and ledger; return the field arrays.
-
-    The NGFF metadata is made by ome-zarr-py on in-memory templates, and every row, well,
-    field group and image array is then written in one concurrent
-    :func:`zarr.create_hierarchy` call. The ledger comes first and the layout record last,
-    so an interrupted setup is recognised and redone.
-    """
-    fmt = format_for(version)
-    zarr_format = zarr_format_for(version)
-    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-    create_ledger(root, (len(layout.t), len(layout.wells), len(layout.fields)))
-    shape = layout.image_shape()
-    array_options: dict[str, Any] = {
-        "shape": shape,
-        "chunks": (1, 1, *shape[2:]),
-        "dtype": layout.dtype,
-        "fill_value": 0,
-        "compressors": compressor_for(codec, clevel, zarr_format),
-    }
-    if zarr_format == 3:
-        array_options["dimension_names"] = IMAGE_AXES
-    template = zarr.create_array(
-        zarr.storage.MemoryStore(), **array_options, zarr_format=zarr_format
-    )
-    image_attrs = _template_attrs(
-        zarr_format,
-        lambda group: write_multiscales_metadata(
-            group,
-            [{"path": "0", "coordinateTransformations": [_scale_transform(layout)]}],
-            fmt=fmt,
-            axes=_axes(layout),
-            name="field",
-            metadata={"omero": _omero_metadata(layout)},
-        ),
-    )
-    rows = sorted({split_well(w)[0] for w in layout.wells}, key=lambda r: (len(r), r))
-    nodes: dict[str, Any] = {row: GroupMetadata(zarr_format=zarr_format) for row in rows}
-    images: dict[str, tuple[str, int]] = {}
-    for w, well in enumerate(layout.wells):
-        present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
-        well_attrs = _template_attrs(
-            zarr_format,
-            partial(write_well_metadata, images=[{"path": str(f)} for f in present], fmt=fmt),
+def _check_plate_map(layout: PlateLayout, store: PlateLayout, path: Path) -> None:
+    """The plate map of the wells being written must be the one the store holds."""
+    mine = layout.plate_map_frame()
+    stored = store.plate_map_frame().reindex(mine.index)
+    problems = [f"column {c!r} is new" for c in mine.columns if c not in stored.columns]
+    problems += [f"column {c!r} is missing" for c in stored.columns if c not in mine.columns]
+    for column in (c for c in mine.columns if c in stored.columns):
+        differ = [
+            f"{well} ({_value(a)!r} stored, {_value(b)!r} now)"
+            for well, a, b in zip(mine.index, stored[column], mine[column], strict=True)
+            if _value(a) != _value(b)
+        ]
+        if differ:
+            more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+            problems.append(f"column {column!r} at wells {', '.join(differ[:3])}{more}")
+    if problems:
+        raise StaleOutputError(
+            f"{path} holds another plate map: " + "; ".join(problems) + ". Pass overwrite=True "
+            f"to rewrite the plate, or cellscale.update_plate_map({str(path)!r}, plate_map) to "
+            "change only the plate map (no pixels are rewritten)"
         )
-        row, col = split_well(well)
-        nodes[f"{row}/{col:02d}"] = GroupMetadata(
-            attributes=well_attrs,
-            zarr_format=zarr_format,
-        )
-        for field in present:
-            attrs = copy.deepcopy(image_attrs)
-            ome_attrs(attrs)["multiscales"][0]["name"] = f"{well}-f{field}"
-            group_path = field_image_path(well, field)
-            nodes[group_path] = GroupMetadata(attributes=attrs, zarr_format=zarr_format)
-            nodes[f"{group_path}/0"] = template.metadata
-            images[f"{group_path}/0"] = (well, field)
-    created = zarr.create_hierarchy(store=root.store, nodes=nodes)
-    arrays = {
-        images[key]: node.with_config(_WRITE_CONFIG)
-        for key, node in created
-        if key in images and isinstance(node, zarr.Array)
-    }
-    cols = sorted({split_well(w)[1] for w in layout.wells})
-    write_plate_metadata(
-        root,
-        rows,
-        [f"{c:02d}" for c in cols],
-        [f"{split_well(w)[0]}/{split_well(w)[1]:02d}" for w in layout.wells],
-        fmt=fmt,
-        name=layout.name,
-        field_count=max((sum(row) for row in layout.field_present), default=0),
-    )
-    root.attrs[LAYOUT_KEY] = layout.to_json()  # last: the setup is complete
-    return arrays
 
 
-def _template_attrs(zarr_format: ZarrFormat, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
-    """The attributes that an ome-zarr-py metadata writer gives a group, made in memory."""
-    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=zarr_format)
-    write(group)
-    return group.attrs.asdict()
+def _value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _open_arrays(
@@ -318,51 +390,7 @@ def _open_arrays(
     def open_one(unit: tuple[str, int]) -> zarr.Array:
         array = root[f"{field_image_path(*unit)}/0"]
         assert isinstance(array, zarr.Array)
-        return array.with_config(_WRITE_CONFIG)
+        return array.with_config(WRITE_CONFIG)
 
     with ThreadPoolExecutor(_SETUP_THREADS) as pool:
         return dict(zip(units, pool.map(open_one, units), strict=True))
-
-
-def _axes(layout: PlateLayout) -> list[dict[str, str]]:
-    spatial_unit = {"unit": "micrometer"} if "pixel_size_um" in layout.attrs else {}
-    return [
-        {"name": "t", "type": "time"},
-        {"name": "c", "type": "channel"},
-        {"name": "z", "type": "space", **spatial_unit},
-        {"name": "y", "type": "space", **spatial_unit},
-        {"name": "x", "type": "space", **spatial_unit},
-    ]
-
-
-def _scale_transform(layout: PlateLayout) -> dict[str, Any]:
-    pixel_y, pixel_x = layout.attrs.get("pixel_size_um", [1.0, 1.0])
-    return {
-        "type": "scale",
-        "scale": [_step(layout.t), 1.0, _step(layout.z), float(pixel_y), float(pixel_x)],
-    }
-
-
-def _step(values: list[Any]) -> float:
-    numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numeric) < 2 or len(numeric) != len(values):
-        return 1.0
-    step = float(np.median(np.diff(numeric)))
-    return step if step > 0 else 1.0
-
-
-def _omero_metadata(layout: PlateLayout) -> dict[str, Any]:
-    dtype = np.dtype(layout.dtype)
-    top = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
-    return {
-        "channels": [
-            {
-                "label": name,
-                "color": _CHANNEL_COLORS[i % len(_CHANNEL_COLORS)],
-                "active": True,
-                "window": {"min": 0.0, "max": top, "start": 0.0, "end": top},
-            }
-            for i, name in enumerate(layout.channels)
-        ],
-        "rdefs": {"model": "color"},
-    }

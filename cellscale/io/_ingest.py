@@ -9,9 +9,10 @@ holding only file paths). :func:`ingest` writes that plate with
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,17 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from cellscale._stages import names_digest, unit_token
 from cellscale.io._htd import HtdInfo, read_htd
 from cellscale.io._patterns import Discovery, FilePattern, ImageFile, discover, resolve_pattern
 from cellscale.io._platemap import check_plate_map, read_plate_map
 from cellscale.io._tiff import ChunkSpec, PlaneRef, TiffLayout, probe_tiff, read_chunk
-from cellscale.plate import PlateError, build_plate, split_well
+from cellscale.plate import UNIT_TOKEN, PlateError, add_lineage, build_plate, split_well
 
 __all__ = ["ingest", "read_tiff_plate"]
 
 Channels = Sequence[str] | Mapping[str, str] | None
+_PROBE_TRIES = 10  # files tried in turn where a probed file cannot be read
 Position = tuple[int, str, int, str, int]  # t, well, field, channel id, z
 
 
@@ -95,15 +98,14 @@ def read_tiff_plate(
         raise PlateError(f"no image files under {found.source} match the {pat.name} pattern")
     htd = read_htd(min(found.htd_files, key=lambda p: len(p.parts))) if found.htd_files else None
     files = _select_z_source(found.files, pat)
-    layouts = _probe_channels(files)
-    planes = _expand(files, layouts)
+    layouts, references = _probe_channels(files)
+    planes = _expand(files, layouts, _stat_files(files))
     ids, names = _choose_channels(planes, files, found, channels, htd)
     grid = _Grid.build(planes, ids)
     grid.check_complete(fill_missing)
-    first = layouts[ids[0].split("#")[0]]
-    data = _lazy_array(grid, first, rgb)
+    data = _lazy_array(grid, layouts, references, rgb)
     table = _plate_map(plate_map, grid.wells, htd)
-    return build_plate(
+    plate = build_plate(
         data,
         name=name or next((f.plate for f in files if f.plate), None) or found.source.name,
         wells=grid.wells,
@@ -114,8 +116,9 @@ def read_tiff_plate(
         plate_map=table,
         field_present=grid.field_present,
         pixel_size_um=_pixel_size(layouts),
-        attrs=_attrs(found, pat, htd),
+        attrs=_attrs(found, pat, htd, files, names, rgb, fill_missing),
     )
+    return plate.assign_coords({UNIT_TOKEN: (("t", "well", "field"), grid.unit_tokens(found))})
 
 
 def ingest(
@@ -133,6 +136,7 @@ def ingest(
     codec: str | None = None,
     clevel: int | None = None,
     overwrite: bool = False,
+    verify: bool = False,
     client: Any = None,
     progress: bool = True,
 ) -> Path:
@@ -149,8 +153,11 @@ def ingest(
         As for :func:`read_tiff_plate`.
     out
         The ``.zarr`` plate to write.
-    version, codec, clevel, overwrite, client, progress
-        Passed to :func:`~cellscale.io.write_plate`.
+    version, codec, clevel, overwrite, verify, client, progress
+        Passed to :func:`~cellscale.io.write_plate`. Re-running an ingest into its own
+        output resumes it; a plate map that differs from the stored one is refused (use
+        :func:`~cellscale.update_plate_map`), as is an output ingested from other files
+        or with other settings.
 
     Returns
     -------
@@ -181,6 +188,7 @@ def ingest(
         codec=codec,
         clevel=clevel,
         overwrite=overwrite,
+        verify=verify,
         client=client,
         progress=progress,
     )
@@ -220,34 +228,84 @@ def _at_z0(f: ImageFile) -> ImageFile:
     return ImageFile(f.path, f.t, f.well, f.field, 0, f.c, True, f.plate)
 
 
-def _probe_channels(files: list[ImageFile]) -> dict[str, TiffLayout]:
-    """Probe the first file of each channel; all channels must share shape and dtype."""
-    firsts: dict[str, ImageFile] = {}
+def _probe_channels(files: list[ImageFile]) -> tuple[dict[str, TiffLayout], dict[str, str]]:
+    """The page layout of each channel's files, and the file it was taken from.
+
+    Up to three files of each channel are probed (first, middle, last) and the layout
+    most of them share is the channel's, so one odd file is named as such rather than
+    every good file being named against it. All channels must share shape and dtype.
+    """
+    by_channel: dict[str, list[ImageFile]] = defaultdict(list)
     for f in files:
-        firsts.setdefault(f.c, f)
-    layouts = {c: probe_tiff(f.path) for c, f in firsts.items()}
+        by_channel[f.c].append(f)
+    layouts, references = {}, {}
+    for c, members in by_channel.items():
+        layouts[c], references[c] = _channel_layout(c, members)
     ref_c = next(iter(layouts))
     ref = layouts[ref_c]
     for c, layout in layouts.items():
         if (layout.shape, layout.dtype, layout.axes) != (ref.shape, ref.dtype, ref.axes):
             raise PlateError(
-                f"{firsts[c].path} (channel {c!r}) is {layout.shape} {layout.dtype} with "
+                f"{references[c]} (channel {c!r}) is {layout.shape} {layout.dtype} with "
                 f"in-file axes {layout.axes!r}; expected {ref.shape} {ref.dtype} with "
-                f"{ref.axes!r} like {firsts[ref_c].path} (channel {ref_c!r})"
+                f"{ref.axes!r} like {references[ref_c]} (channel {ref_c!r})"
             )
-    return layouts
+    return layouts, references
 
 
-def _expand(files: list[ImageFile], layouts: dict[str, TiffLayout]) -> dict[Position, PlaneRef]:
+def _channel_layout(channel: str, members: list[ImageFile]) -> tuple[TiffLayout, str]:
+    """Vote on the channel's layout among its first, middle and last readable files.
+
+    A file that cannot be probed is left to fail when its unit is read (so the other
+    units can still be written); the next file is probed in its place.
+    """
+    picks = sorted({0, len(members) // 2, len(members) - 1})
+    probed: list[tuple[str, TiffLayout]] = []
+    first_error: PlateError | None = None
+    for start in picks:
+        for f in members[start : start + _PROBE_TRIES]:
+            try:
+                probed.append((str(f.path), probe_tiff(f.path)))
+                break
+            except PlateError as err:
+                first_error = first_error or err
+    if not probed:
+        assert first_error is not None
+        raise first_error
+    layout, votes = Counter(lay for _, lay in probed).most_common(1)[0]
+    if votes * 2 <= len(probed) and len(probed) > 1:
+        raise PlateError(
+            f"the files of channel {channel!r} differ: "
+            + "; ".join(f"{path} holds {lay.describe()}" for path, lay in probed)
+        )
+    for path, other in probed:
+        if other != layout:
+            raise PlateError(
+                f"{path} holds {other.describe()}, but the files of channel {channel!r} hold "
+                f"{layout.describe()}: every file of a channel needs the same image shape, "
+                "dtype and page layout"
+            )
+    return layout, next(path for path, lay in probed if lay == layout)
+
+
+def _stat_files(files: list[ImageFile]) -> dict[Path, os.stat_result]:
+    """Each file's size and modification time, as found now."""
+    return {f.path: f.path.stat() for f in files}
+
+
+def _expand(
+    files: list[ImageFile], layouts: dict[str, TiffLayout], stats: dict[Path, os.stat_result]
+) -> dict[Position, PlaneRef]:
     """One entry per plane; files holding Z or C stacks give several entries."""
     planes: dict[Position, PlaneRef] = {}
     for f in files:
         layout = layouts[f.c]
+        found = stats[f.path]
         for index in np.ndindex(*layout.sizes):
             at = dict(zip(layout.axes, index, strict=True))
             c = f.c if "C" not in at else f"{f.c}#c{at['C'] + 1}"
             key = (f.t, f.well, f.field, c, f.z + at.get("Z", 0))
-            ref = PlaneRef(str(f.path), layout.plane_key(at))
+            ref = PlaneRef(str(f.path), layout.plane_key(at), found.st_size, found.st_mtime_ns)
             if key in planes:
                 raise PlateError(
                     f"two files claim t={key[0]} well {key[1]} field {key[2]} channel "
@@ -362,6 +420,20 @@ class _Grid:
             for z in self.z
         ]
 
+    def unit_tokens(self, found: Discovery) -> np.ndarray:
+        """``(t, well, field)`` tokens of the unit's files: names, pages, sizes and times."""
+        tokens = np.zeros((len(self.t), len(self.wells), len(self.fields)), dtype=np.uint64)
+        for ti, t in enumerate(self.t):
+            for wi, well in enumerate(self.wells):
+                for fi, fld in enumerate(self.fields):
+                    refs = [
+                        _identity(self.planes.get((t, well, fld, c, z)), found.source)
+                        for c in self.channels
+                        for z in self.z
+                    ]
+                    tokens[ti, wi, fi] = unit_token(refs)
+        return tokens
+
     def check_complete(self, fill_missing: bool) -> None:
         missing = [k for k in self.expected() if k not in self.planes]
         if missing and not fill_missing:
@@ -387,24 +459,47 @@ class _Grid:
         )
 
 
+def _identity(ref: PlaneRef | None, source: Path) -> tuple[Any, ...] | None:
+    if ref is None:
+        return None
+    return (Path(ref.path).relative_to(source).as_posix(), ref.key, ref.size, ref.mtime_ns)
+
+
 def _well_order(well: str) -> tuple[int, str, int]:
     row, col = split_well(well)
     return len(row), row, col
 
 
-def _lazy_array(grid: _Grid, layout: TiffLayout, rgb: int | None) -> da.Array:
-    """One dask task per (t, well, field, c) image, in a single graph layer."""
-    dtype = layout.dtype
-    reference = next(iter(grid.planes.values())).path
-    token = tokenize(sorted(grid.planes.items()), grid.channels, str(dtype), layout.shape, rgb)
+def _lazy_array(
+    grid: _Grid, layouts: dict[str, TiffLayout], references: dict[str, str], rgb: int | None
+) -> da.Array:
+    """One dask task per (t, well, field, c) image, in a single graph layer.
+
+    The layer's name is a token of the files' names and pages, the channels, the image
+    shape and dtype: files that are later fixed in place keep the name, so a plate
+    written from them resumes (each unit's ``unit_token`` tells a changed file).
+    """
+    first = layouts[grid.channels[0].split("#")[0]]
+    dtype = first.dtype
+    names = sorted((k, ref.path, ref.key) for k, ref in grid.planes.items())
+    token = tokenize(names, grid.channels, str(dtype), first.shape, rgb)
     name = f"ingest-{token}"
     layer: dict[Any, Any] = {}
     for ti, t in enumerate(grid.t):
         for wi, well in enumerate(grid.wells):
             for fi, fld in enumerate(grid.fields):
                 for ci, c in enumerate(grid.channels):
+                    file_c = c.split("#")[0]
                     refs = tuple(grid.planes.get((t, well, fld, c, z)) for z in grid.z)
-                    spec = ChunkSpec(refs, layout.shape, dtype.str, rgb, reference)
+                    spec = ChunkSpec(
+                        refs,
+                        first.shape,
+                        dtype.str,
+                        rgb,
+                        references[file_c],
+                        layouts[file_c],
+                        file_c,
+                    )
                     layer[(name, ti, wi, fi, 0, ci, 0, 0)] = (read_chunk, spec)
     chunks = (
         (1,) * len(grid.t),
@@ -412,8 +507,8 @@ def _lazy_array(grid: _Grid, layout: TiffLayout, rgb: int | None) -> da.Array:
         (1,) * len(grid.fields),
         (len(grid.z),),
         (1,) * len(grid.channels),
-        (layout.shape[0],),
-        (layout.shape[1],),
+        (first.shape[0],),
+        (first.shape[1],),
     )
     graph = HighLevelGraph.from_collections(name, layer, dependencies=())
     return da.Array(graph, name, chunks, meta=np.empty((0,) * 7, dtype=dtype))
@@ -434,8 +529,26 @@ def _pixel_size(layouts: dict[str, TiffLayout]) -> tuple[float, float] | None:
     return next((lay.pixel_size_um for lay in layouts.values() if lay.pixel_size_um), None)
 
 
-def _attrs(found: Discovery, pattern: FilePattern, htd: HtdInfo | None) -> dict[str, Any]:
+def _attrs(
+    found: Discovery,
+    pattern: FilePattern,
+    htd: HtdInfo | None,
+    files: list[ImageFile],
+    channels: list[str],
+    rgb: int | None,
+    fill_missing: bool,
+) -> dict[str, Any]:
     attrs: dict[str, Any] = {"ingest_source": str(found.source), "file_pattern": pattern.name}
+    step = {
+        "op": "read_tiff_plate",
+        "source": found.source.name,
+        "files": names_digest(f.path.relative_to(found.source).as_posix() for f in files),
+        "pattern": pattern.name,
+        "channels": channels,
+        "rgb": rgb,
+        "fill_missing": fill_missing,
+    }
+    attrs = add_lineage(attrs, step)
     if pattern.zstep_folders:
         attrs["z_source"] = "projection" if pattern.projection else "planes"
     if htd is not None:

@@ -45,10 +45,8 @@ def read_plate_map(
     --------
     >>> import pandas as pd
     >>> table = pd.DataFrame({"Well": ["b3", "B4"], "treatment": ["DMSO", "drug"]})
-    >>> read_plate_map(table)
-         treatment
-    B03       DMSO
-    B04       drug
+    >>> read_plate_map(table)["treatment"].to_dict()
+    {'B03': 'DMSO', 'B04': 'drug'}
     """
     label = str(source) if not isinstance(source, pd.DataFrame) else "the plate map"
     if isinstance(source, pd.DataFrame):

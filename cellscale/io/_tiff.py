@@ -7,6 +7,7 @@ plane (the colour map is ignored); RGB TIFFs yield one grey channel.
 
 from __future__ import annotations
 
+import os
 import re
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,7 +18,16 @@ import tifffile
 
 from cellscale.plate import PlateError
 
-__all__ = ["ChunkSpec", "PlaneRef", "TiffLayout", "probe_tiff", "read_chunk", "read_plane"]
+__all__ = [
+    "ChunkSpec",
+    "PlaneRef",
+    "TiffLayout",
+    "file_layout",
+    "probe_tiff",
+    "read_chunk",
+    "read_plane",
+    "tiff_problem",
+]
 
 IN_FILE_AXES = ("Z", "C")
 """Axes a multi-image file (e.g. an ImageJ hyperstack) may hold besides Y and X."""
@@ -52,6 +62,30 @@ class TiffLayout:
     axes: str = ""
     sizes: tuple[int, ...] = ()
     pixel_size_um: tuple[float, float] | None = None
+    series: tuple[str, tuple[int, ...]] = ("YX", ())
+
+    @property
+    def pages(self) -> tuple[str, tuple[int, ...]]:
+        """The file's page structure: its series axes and their sizes besides Y and X."""
+        axes, shape = self.series
+        kept = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in "YX"]
+        return "".join(a for a, _ in kept), tuple(n for _, n in kept)
+
+    def describe(self) -> str:
+        """The page structure in words, e.g. ``"one 12 × 10 uint16 plane"``."""
+        axes, shape = self.series
+        planes = int(np.prod(self.pages[1], dtype=np.int64))
+        plane = f"{self.shape[0]}x{self.shape[1]} {self.dtype}"
+        if self.is_rgb:
+            return f"one {plane} RGB image"
+        if planes == 1:
+            return f"one {plane} plane"
+        return f"{planes} planes of {plane} (axes {axes!r}, shape {shape})"
+
+    @property
+    def is_rgb(self) -> bool:
+        """Whether the file is one RGB(A) image: colour samples of a single plane."""
+        return self.series[0] == "YXS"
 
     def plane_key(self, index: dict[str, int]) -> int:
         """The page number of the plane at in-file ``index`` (e.g. ``{"C": 1}``)."""
@@ -63,10 +97,16 @@ class TiffLayout:
 
 @dataclass(frozen=True)
 class PlaneRef:
-    """One plane of one file: ``key`` is its page in the file's first series."""
+    """One plane of one file: ``key`` is its page in the file's first series.
+
+    ``size`` and ``mtime_ns`` are the file's as found when the plate was read (``None``:
+    not checked); a file that differs when its pixels are read is an error.
+    """
 
     path: str
     key: int = 0
+    size: int | None = None
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,10 @@ class ChunkSpec:
         Which sample of an RGB file to take; ``None`` requires equal samples.
     reference
         The file the expected shape and dtype came from (named in errors).
+    layout
+        The page layout every file of this channel has (``None``: not checked).
+    channel
+        The channel's id, for messages.
     """
 
     planes: tuple[PlaneRef | None, ...]
@@ -90,6 +134,8 @@ class ChunkSpec:
     dtype: str
     rgb: int | None
     reference: str
+    layout: TiffLayout | None = None
+    channel: str = ""
 
 
 def probe_tiff(path: str | Path) -> TiffLayout:
@@ -103,18 +149,31 @@ def probe_tiff(path: str | Path) -> TiffLayout:
     """
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            page = tif.pages.first
-            description = page.description if page.description else ""
-            axes, shape, dtype = series.axes, series.shape, series.dtype
+            return file_layout(tif, path)
+    except PlateError:
+        raise
     except Exception as exc:
-        raise PlateError(f"cannot read TIFF {path}: {exc}") from exc
+        raise PlateError(f"cannot read TIFF {path}: {tiff_problem(exc)}") from exc
+
+
+def file_layout(tif: tifffile.TiffFile, path: str | Path) -> TiffLayout:
+    """The layout of the open file ``tif`` (see :func:`probe_tiff`)."""
+    series = tif.series[0]
+    page = tif.pages.first
+    description = page.description if page.description else ""
+    axes, shape, dtype = series.axes, tuple(int(n) for n in series.shape), series.dtype
     extra = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in _SAMPLE_AXES and n > 1]
     unsupported = [a for a, _ in extra if a not in IN_FILE_AXES]
     if unsupported:
         raise PlateError(
             f"{path} holds axes {axes!r} with shape {shape}; ingest reads single images "
             f"or Z/C stacks, not {''.join(unsupported)!r}: name them in the file pattern instead"
+        )
+    if "S" in axes and axes != "YXS":
+        raise PlateError(
+            f"{path} holds {shape[axes.index('S')]} planes stored as the samples of one page "
+            f"(axes {axes!r}, shape {shape}), not one RGB image; ingest reads single planes, "
+            "RGB images and Z/C stacks of one plane per page (e.g. ImageJ hyperstacks)"
         )
     plane_shape = tuple(n for a, n in zip(axes, shape, strict=True) if a in "YX")
     return TiffLayout(
@@ -123,7 +182,22 @@ def probe_tiff(path: str | Path) -> TiffLayout:
         axes="".join(a for a, _ in extra),
         sizes=tuple(int(n) for _, n in extra),
         pixel_size_um=_metaxpress_pixel_size(description),
+        series=(axes, shape),
     )
+
+
+def tiff_problem(exc: BaseException) -> str:
+    """What a tifffile error says about the file, in words."""
+    text = str(exc)
+    if isinstance(exc, IndexError) or "offset to first page" in text:
+        return (
+            f"no readable image page: the file is truncated or its first IFD offset is bad ({text})"
+        )
+    if "failed to read" in text:
+        return f"the file is truncated: its pixel data ends early ({text})"
+    if isinstance(exc, tifffile.TiffFileError):
+        return f"corrupt TIFF structure ({text})"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _metaxpress_pixel_size(description: str) -> tuple[float, float] | None:
@@ -171,10 +245,14 @@ def _grey(data: np.ndarray, path: str, rgb: int | None) -> np.ndarray:
 def read_chunk(spec: ChunkSpec) -> np.ndarray:
     """Read one ``(t, well, field, c)`` image as a ``(1, 1, 1, z, 1, y, x)`` array.
 
+    Every file is checked against the channel's page layout and against the size and
+    modification time it had when the plate was read.
+
     Raises
     ------
     PlateError
-        Naming the file that cannot be read or whose plane does not fit the plate.
+        Naming the file that cannot be read, whose pages differ from the channel's, that
+        changed since the plate was read, or whose plane does not fit the plate.
     """
     shape = (1, 1, 1, len(spec.planes), 1, *spec.shape)
     complete = all(ref is not None for ref in spec.planes)
@@ -187,9 +265,29 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
             try:
                 if ref.path not in opened:
                     opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
+                    _check_file(opened[ref.path], ref, spec)
                 read_plane(opened[ref.path], ref, spec, out[0, 0, 0, z, 0])
             except PlateError:
                 raise
             except Exception as exc:
-                raise PlateError(f"cannot read TIFF {ref.path}: {exc}") from exc
+                raise PlateError(f"cannot read TIFF {ref.path}: {tiff_problem(exc)}") from exc
     return out
+
+
+def _check_file(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> None:
+    if ref.size is not None:
+        found = os.fstat(tif.filehandle.fileno())
+        if (found.st_size, found.st_mtime_ns) != (ref.size, ref.mtime_ns):
+            raise PlateError(
+                f"{ref.path} changed since the plate was read (size {ref.size} -> "
+                f"{found.st_size} bytes, or a new modification time); read the folder again"
+            )
+    if spec.layout is None:
+        return
+    layout = file_layout(tif, ref.path)
+    if layout.pages != spec.layout.pages:
+        raise PlateError(
+            f"{ref.path} holds {layout.describe()}, but the files of channel {spec.channel!r} "
+            f"hold {spec.layout.describe()} like {spec.reference}: every file of a channel "
+            "needs the same page layout, so this file's planes would be lost"
+        )

@@ -10,7 +10,7 @@ import xarray as xr
 from dask.base import tokenize
 from scipy import ndimage
 
-from cellscale.plate import DIMS
+from cellscale.plate import DIMS, add_lineage, as_plate
 
 __all__ = ["PROJECTIONS", "focus_scores", "project"]
 
@@ -29,8 +29,8 @@ def project(
     Parameters
     ----------
     plate
-        A plate array with a ``z`` dim whose chunks hold whole Z stacks (as every
-        plate from :func:`cellscale.open_plate` does).
+        A plate array with a ``z`` dim (anything :func:`cellscale.as_plate` accepts);
+        Z stacks are rechunked whole where they are split.
     method
         ``"max"`` (keeps the dtype), ``"mean"`` (float32), ``"middle"`` (the plane at
         index ``n_z // 2``, keeps the dtype) or ``"best_focus"``: per (t, well, field), the
@@ -49,7 +49,8 @@ def project(
     --------
     >>> import dask.array as da, xarray as xr
     >>> stack = xr.DataArray(da.arange(8, chunks=8).reshape(1, 1, 1, 2, 1, 2, 2),
-    ...                      dims=("t", "well", "field", "z", "c", "y", "x"))
+    ...                      dims=("t", "well", "field", "z", "c", "y", "x"),
+    ...                      coords={"well": ["B03"]})
     >>> project(stack, "max").values.ravel().tolist()
     [4, 5, 6, 7]
     """
@@ -57,6 +58,8 @@ def project(
         raise ValueError(f"method must be one of {PROJECTIONS}, got {method!r}")
     if "z" not in plate.dims:
         raise ValueError(f"plate has no 'z' dim to project (dims {plate.dims})")
+    if tuple(plate.dims) == DIMS:
+        plate = as_plate(plate)
     z_axis = plate.get_axis_num("z")
     data = plate.data.rechunk({z_axis: -1})
     name = f"project-{method}-{tokenize(data, method, focus_channel)}"
@@ -78,7 +81,10 @@ def project(
         )
     dims = tuple(d for d in plate.dims if d != "z")
     result = xr.DataArray(projected, dims=dims, coords=coords, name=plate.name)
-    result.attrs = {**plate.attrs, "projection": method}
+    step: dict[str, object] = {"op": "project", "method": method}
+    if method == "best_focus":
+        step["focus_channel"] = focus_channel
+    result.attrs = add_lineage({**plate.attrs, "projection": method}, step)
     return result
 
 

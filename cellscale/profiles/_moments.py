@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 from scipy.linalg import blas
 
-from cellscale._compute import default_client
+from cellscale._stages import default_client
 from cellscale.io._raw_rows import RawRows
 from cellscale.profiles._io import row_bounds
 

@@ -1,0 +1,98 @@
+"""Every use of another library's private internals, in one place, each named and tested.
+
+- dask's task spec (``dask._task_spec``): :func:`guard_graph` rewrites a graph so that a
+  failing task returns its error as a value instead of stopping the whole computation.
+- zarr's ``zarr.core`` types (array config, group metadata) and its sync bridge, which
+  :func:`chunk_exists` uses for stores that are not on a local disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dask._task_spec import GraphNode, Task, TaskRef, convert_legacy_graph
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from zarr.core.array_spec import ArrayConfigParams
+from zarr.core.group import GroupMetadata
+from zarr.core.sync import sync
+
+__all__ = [
+    "ArrayConfigParams",
+    "Failed",
+    "GroupMetadata",
+    "guard_graph",
+    "store_key_exists",
+]
+
+
+class Failed:
+    """The value a guarded task returns when it, or a task it depends on, raised.
+
+    Attributes
+    ----------
+    error
+        The exception, with its type and traceback (where it survived pickling).
+    key
+        The key of the task that raised.
+    """
+
+    __slots__ = ("error", "key")
+
+    def __init__(self, error: BaseException, key: Any) -> None:
+        self.error = error
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"Failed({self.error!r} in task {self.key!r})"
+
+
+class _Held:
+    """A task node carried as a plain argument, so dask does not evaluate it in place."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: GraphNode) -> None:
+        self.node = node
+
+    def __dask_tokenize__(self) -> str:
+        return tokenize("guarded", self.node)
+
+
+def _run_guarded(held: _Held, keys: tuple[Any, ...], *values: Any) -> Any:
+    for value in values:
+        if isinstance(value, Failed):
+            return value
+    try:
+        return held.node(dict(zip(keys, values, strict=True)))
+    except Exception as err:
+        return Failed(err, held.node.key)
+
+
+def _guard(node: GraphNode) -> Task:
+    keys = tuple(node.dependencies)
+    return Task(node.key, _run_guarded, _Held(node), keys, *(TaskRef(k) for k in keys))
+
+
+def guard_graph(graphs: Iterable[Mapping[Any, Any]]) -> HighLevelGraph:
+    """Merge ``graphs`` into one whose tasks return :class:`Failed` instead of raising.
+
+    A task whose inputs include a :class:`Failed` returns that value without running,
+    so the failure reaches every output that depends on it and nothing else stops. Keys,
+    layers and layer annotations (e.g. GPU resources) are kept; each layer is
+    materialised.
+    """
+    merged = HighLevelGraph.merge(*graphs)
+    layers = {}
+    for name, layer in merged.layers.items():
+        tasks = convert_legacy_graph(dict(layer))
+        layers[name] = MaterializedLayer(
+            {key: _guard(node) for key, node in tasks.items()}, annotations=layer.annotations
+        )
+    return HighLevelGraph(layers, dict(merged.dependencies))
+
+
+def store_key_exists(store: Any, key: str) -> bool:
+    """Whether ``key`` exists in a zarr store, from synchronous code."""
+    return bool(sync(store.exists(key)))

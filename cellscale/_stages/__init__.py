@@ -1,0 +1,41 @@
+"""The resumable-stage mechanism every stage that writes is built on.
+
+A stage has **units** (a field, a chunk of cells), each computed by one task whose key
+is a token of its inputs (:func:`task_key`); a **completion ledger** per output
+(:class:`Ledger`) records each finished unit with a token of the inputs it was made
+from (:func:`unit_token`); a **fingerprint** (:class:`Fingerprint`) records what produced
+the output, and writing into an output with another fingerprint is refused
+(:func:`check_fingerprint`); :func:`run_units` runs every unit and reports every failure
+the same way on every scheduler (:class:`UnitFailure`); :func:`output_lock` keeps two
+writers off one output and :func:`remove_partials` clears what a killed writer left.
+"""
+
+from cellscale._stages._failures import UnitFailure
+from cellscale._stages._fingerprint import (
+    Fingerprint,
+    StaleOutputError,
+    check_fingerprint,
+    names_digest,
+)
+from cellscale._stages._ledger import Ledger
+from cellscale._stages._lock import OutputLockedError, output_lock, remove_partials
+from cellscale._stages._run import compute_units, default_client, lazy_units, run_units
+from cellscale._stages._tokens import task_key, unit_token
+
+__all__ = [
+    "Fingerprint",
+    "Ledger",
+    "OutputLockedError",
+    "StaleOutputError",
+    "UnitFailure",
+    "check_fingerprint",
+    "compute_units",
+    "default_client",
+    "lazy_units",
+    "names_digest",
+    "output_lock",
+    "remove_partials",
+    "run_units",
+    "task_key",
+    "unit_token",
+]

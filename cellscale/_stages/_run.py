@@ -1,0 +1,158 @@
+"""Run a stage's unit tasks: every unit is attempted, every failure is reported by unit.
+
+A stage builds one delayed task per unit (a field, a chunk of cells) whose result is
+discarded; the task records the unit complete in the output's ledger itself. Before
+running, the graph is rewritten so a failing task hands its error downstream as a
+value (:func:`cellscale._compat.guard_graph`): on the local scheduler and on a
+distributed client alike, every other unit still runs, and the failed ones are
+reported together as one :class:`UnitFailure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+from dask._task_spec import Task, TaskRef
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from tqdm.auto import tqdm
+
+from cellscale._compat import Failed, guard_graph
+from cellscale._stages._failures import UnitFailure
+
+__all__ = ["compute_units", "default_client", "lazy_units", "run_units"]
+
+
+def default_client() -> Any:
+    """The current distributed client, if one is running (never starts one)."""
+    try:
+        from distributed import default_client as _default_client
+    except ImportError:  # pragma: no cover - distributed is a core dependency
+        return None
+    try:
+        return _default_client()
+    except ValueError:
+        return None
+
+
+def run_units(
+    stage: str,
+    tasks: Sequence[Delayed],
+    names: Sequence[str],
+    *,
+    client: Any = None,
+    progress: bool = True,
+) -> None:
+    """Compute ``tasks`` (one per unit, named by ``names``) and raise if any failed.
+
+    Parameters
+    ----------
+    stage
+        Stage name for the progress bar and error messages.
+    tasks
+        One delayed task per unit; their results are discarded.
+    names
+        A readable name per unit (``"B03/f2/t0"``) used in error messages.
+    client
+        A ``distributed.Client``; defaults to the current one, else the local scheduler
+        dask is configured with.
+    progress
+        Show a progress bar.
+
+    Raises
+    ------
+    UnitFailure
+        Listing every failed unit with its error; also an instance of the errors'
+        common type.
+    """
+    if len(tasks) != len(names):
+        raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
+    results = compute_units(stage, tasks, client=client, progress=progress)
+    _raise_failures(stage, names, results)
+
+
+def compute_units(
+    stage: str, tasks: Sequence[Delayed], *, client: Any = None, progress: bool = True
+) -> list[Any]:
+    """Compute every unit task and return its result, or a :class:`~cellscale._compat.Failed`.
+
+    Parameters are as for :func:`run_units`; nothing is raised for a failed unit.
+    """
+    if not tasks:
+        return []
+    guarded = _guarded(tasks)
+    client = client if client is not None else default_client()
+    bar = tqdm(total=len(tasks), desc=stage, unit="unit", disable=not progress)
+    try:
+        if client is None:
+            return _run_local(guarded, bar)
+        return _run_distributed(guarded, client, bar)
+    finally:
+        bar.close()
+
+
+def lazy_units(stage: str, tasks: Sequence[Delayed], names: Sequence[str]) -> Delayed:
+    """One delayed object that runs every unit and raises :class:`UnitFailure` if any failed.
+
+    Computing it together with other collections (``dask.compute(a, b)``) lets stages
+    share one graph.
+    """
+    if len(tasks) != len(names):
+        raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
+    guarded = guard_graph([task.__dask_graph__() for task in tasks])
+    key = f"{stage}-{tokenize(stage, [t.key for t in tasks])}"
+    collect = Task(key, _collect, stage, tuple(names), *(TaskRef(t.key) for t in tasks))
+    graph = HighLevelGraph(
+        {**guarded.layers, key: MaterializedLayer({key: collect})},
+        {**guarded.dependencies, key: set(guarded.layers)},
+    )
+    return Delayed(key, graph)
+
+
+def _guarded(tasks: Sequence[Delayed]) -> list[Delayed]:
+    graph = guard_graph([task.__dask_graph__() for task in tasks])
+    return [Delayed(task.key, graph) for task in tasks]
+
+
+def _collect(stage: str, names: tuple[str, ...], *results: Any) -> None:
+    _raise_failures(stage, names, list(results))
+
+
+def _raise_failures(stage: str, names: Sequence[str], results: Sequence[Any]) -> None:
+    failures = {
+        name: result.error if isinstance(result, Failed) else result
+        for name, result in zip(names, results, strict=True)
+        if isinstance(result, Failed | BaseException)
+    }
+    if failures:
+        raise UnitFailure.build(stage, failures)
+
+
+def _run_local(tasks: list[Delayed], bar: tqdm) -> list[Any]:
+    from dask.callbacks import Callback
+
+    keys = {task.key for task in tasks}
+
+    class _Tick(Callback):
+        def _posttask(self, key: object, *args: object) -> None:
+            if key in keys:
+                bar.update(1)
+
+    with _Tick():
+        return list(dask.compute(*tasks))
+
+
+def _run_distributed(tasks: list[Delayed], client: Any, bar: tqdm) -> list[Any]:
+    from distributed import as_completed
+
+    futures = client.compute(tasks)
+    results: dict[str, Any] = {}
+    for future in as_completed(futures):
+        # a task's own errors come back as values; what is left is the cluster's
+        # (a worker lost too often, a result that could not be sent back)
+        results[future.key] = future.exception() if future.status == "error" else future.result()
+        bar.update(1)
+    return [results[future.key] for future in futures]

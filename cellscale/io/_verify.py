@@ -1,0 +1,148 @@
+"""Verify a plate store: every unit marked complete has all its chunks, and they decode.
+
+A unit whose chunk is missing or damaged is unmarked in the ledger (with ``repair``),
+so the next write of the plate writes it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+
+from cellscale._compat import Failed
+from cellscale._stages import Ledger, compute_units, output_lock, task_key
+from cellscale.io._chunks import DamagedChunkError, read_image
+from cellscale.io._store_setup import LEDGER_NAME, field_image_path, read_store_record
+from cellscale.plate import PlateError
+
+__all__ = ["VerifyReport", "verify_plate", "verify_units"]
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_plate` found.
+
+    Attributes
+    ----------
+    path
+        The plate store.
+    checked
+        How many units marked complete were checked.
+    damaged
+        Each damaged unit (``"B03/f1/t0"``) and what is wrong with it.
+    repaired
+        Whether the damaged units were unmarked, so that a rewrite redoes them.
+    """
+
+    path: Path
+    checked: int
+    damaged: dict[str, str] = field(default_factory=dict)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether every checked unit is intact."""
+        return not self.damaged
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.path}: all {self.checked} complete units are intact"
+        action = (
+            "unmarked: write the plate again to repair them"
+            if self.repaired
+            else "left marked (repair=False)"
+        )
+        count = f"{len(self.damaged)} of {self.checked} complete units are damaged"
+        lines = [f"{self.path}: {count}, {action}"]
+        lines += [f"  {unit}: {problem}" for unit, problem in self.damaged.items()]
+        return "\n".join(lines)
+
+
+def verify_plate(
+    path: str | Path, *, repair: bool = True, client: Any = None, progress: bool = True
+) -> VerifyReport:
+    """Check that every complete unit of a plate store has all its chunks and that they decode.
+
+    Every chunk of every unit the ledger marks complete is read and decoded (one task
+    per unit, on the current client if there is one). With ``repair``, damaged units
+    are marked incomplete, so writing the plate again (``write_plate``, ``ingest``,
+    ``cellscale project``) rewrites exactly them.
+
+    Parameters
+    ----------
+    path
+        A plate store written by cellscale.
+    repair
+        Unmark damaged units in the ledger.
+    client
+        A ``distributed.Client``; defaults to the current one, else local threads.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    VerifyReport
+        What was checked and what is damaged.
+    """
+    path = Path(path)
+    with output_lock(path):
+        return verify_units(path, repair=repair, client=client, progress=progress)
+
+
+def verify_units(path: Path, *, repair: bool, client: Any, progress: bool) -> VerifyReport:
+    """:func:`verify_plate` for a caller that already holds the store's lock."""
+    record = read_store_record(path)
+    if record is None:
+        raise PlateError(f"{path} is not a complete cellscale plate store")
+    layout = record.layout
+    root = zarr.open_group(str(path), mode="r+" if repair else "r")
+    ledger = Ledger.open(root, LEDGER_NAME)
+    assert ledger is not None
+    units = [tuple(int(i) for i in unit) for unit in np.argwhere(ledger.done())]
+    names = [f"{layout.wells[w]}/f{layout.fields[f]}/t{t}" for t, w, f in units]
+    tasks = [
+        dask.delayed(_check_unit, pure=True)(
+            root,
+            field_image_path(layout.wells[w], layout.fields[f]),
+            t,
+            layout.channels,
+            name,
+            dask_key_name=task_key("verify-plate", str(path.resolve()), t, w, f),
+        )
+        for (t, w, f), name in zip(units, names, strict=True)
+    ]
+    results = compute_units("verify-plate", tasks, client=client, progress=progress)
+    report = VerifyReport(path, checked=len(units))
+    for unit, name, result in zip(units, names, results, strict=True):
+        problem = _problem(result)
+        if problem:
+            report.damaged[name] = problem
+            if repair:
+                ledger.clear(unit)
+    report.repaired = repair and not report.ok
+    return report
+
+
+def _check_unit(
+    root: zarr.Group, image_path: str, t: int, channels: list[str], name: str
+) -> str | None:
+    """The first problem with one unit's chunks, or ``None``."""
+    array = root[f"{image_path}/0"]
+    assert isinstance(array, zarr.Array)
+    for c, channel in enumerate(channels):
+        try:
+            read_image(array, (slice(t, t + 1), slice(c, c + 1)), (t, c, 0, 0, 0), "", hint=False)
+        except DamagedChunkError as err:
+            return f"channel {channel!r}{err}"
+    return None
+
+
+def _problem(result: Any) -> str | None:
+    if isinstance(result, Failed):
+        return f"{type(result.error).__name__}: {result.error}"
+    return result
