@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dask
+import numpy as np
 import pytest
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -32,3 +34,41 @@ def raise_if_dask_computes() -> Iterator[None]:
     """Raise AssertionError if anything computes with dask inside the block."""
     with dask.config.set(scheduler=_ComputeForbidden()):
         yield
+
+
+class ChunkReads:
+    """A dask array that counts how often each of its chunks is computed."""
+
+    def __init__(self, values: np.ndarray, chunks: object) -> None:
+        import dask.array as da
+
+        self.counts: dict[tuple[int, ...], int] = {}
+        self._lock = threading.Lock()
+        self.array = da.from_array(values, chunks=chunks).map_blocks(
+            self._count, dtype=values.dtype
+        )
+
+    def _count(self, block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        if block_info is not None:
+            location = tuple(block_info[0]["chunk-location"])
+            with self._lock:
+                self.counts[location] = self.counts.get(location, 0) + 1
+        return block
+
+    @property
+    def passes(self) -> int:
+        """How many times the most-read chunk was computed (1 for a one-pass algorithm)."""
+        return max(self.counts.values(), default=0)
+
+
+@contextmanager
+def count_computes() -> Iterator[list[int]]:
+    """Count the dask computations inside the block (each call of the scheduler)."""
+    calls: list[int] = []
+
+    def scheduler(dsk: object, keys: object, **kwargs: object) -> object:
+        calls.append(1)
+        return dask.get(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=scheduler):
+        yield calls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,42 @@ def test_pattern_objects_with_defaults_read_single_well_folders(tmp_path):
 def test_an_empty_folder_is_an_error(tmp_path):
     with pytest.raises(PlateError, match="no image files"):
         read_tiff_plate(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore:<tifffile.TiffWriter.write> data with shape:DeprecationWarning")
+@pytest.mark.parametrize("position", ["first", "middle", "last", "unprobed"])
+@pytest.mark.parametrize("kind", ["pages", "samples", "imagej"])
+def test_a_stack_among_single_planes_is_refused_by_name_wherever_it_is(tmp_path, position, kind):
+    files = write_ixm(tmp_path, wells=("B02", "B03"), sites=(1, 2), waves=(1,), zsteps=(1, 2))
+    # w1 files in discovery order: ZStep_1 B02s1 B02s2 B03s1 B03s2, ZStep_2 the same
+    order = [(1, w, s, "w1", z) for z in (1, 2) for w in ("B02", "B03") for s in (1, 2)]
+    index = {"first": 0, "middle": 4, "last": 7, "unprobed": 2}[position]
+    stack_file = files[order[index]]
+    planes = np.random.default_rng(1).integers(0, 4096, (3, *SHAPE), dtype=np.uint16)
+    if kind == "pages":
+        tifffile.imwrite(stack_file, planes, photometric="minisblack")
+    elif kind == "samples":  # tifffile's default for (3, y, x): one page of planar samples
+        tifffile.imwrite(stack_file, planes)
+    else:
+        tifffile.imwrite(stack_file, planes, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(PlateError) as info:
+        read_tiff_plate(tmp_path).compute()
+    message = str(info.value)
+    assert message.startswith(f"{stack_file} holds 3 planes")  # the culprit, first
+    assert "RGB image whose colour channels differ" not in message
+
+
+def test_corrupt_file_causes_read_as_such(tmp_path):
+    files = write_ixm(tmp_path, wells=("B02",), sites=(1, 2), waves=(1,), zsteps=(1, 2, 3, 4))
+    bad = files[(1, "B02", 2, "w1", 1)]  # not among the probed files
+    raw = bad.read_bytes()
+    plate = read_tiff_plate(tmp_path)
+    bad.write_bytes(raw[:4] + (10**6).to_bytes(4, "little") + raw[8:])  # first IFD offset
+    os.utime(bad, ns=(files[(1, "B02", 1, "w1", 1)].stat().st_mtime_ns,) * 2)
+    plate = read_tiff_plate(tmp_path)
+    with pytest.raises(PlateError, match=rf"{bad.name}: no readable image page: .*IFD offset"):
+        plate.compute()
+    bad.write_bytes(raw[: len(raw) - 40])
+    plate = read_tiff_plate(tmp_path)
+    with pytest.raises(PlateError, match=rf"{bad.name}: the file is truncated"):
+        plate.compute()

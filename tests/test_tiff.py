@@ -110,7 +110,7 @@ def test_imagej_hyperstack_planes_are_addressed_by_page(tmp_path):
 def test_files_with_a_time_axis_are_refused_with_the_axes(tmp_path):
     stack = np.zeros((4, 12, 10), np.uint16)
     tifffile.imwrite(tmp_path / "movie.tif", stack, imagej=True, metadata={"axes": "TYX"})
-    with pytest.raises(PlateError, match=r"movie\.tif holds axes 'TYX'"):
+    with pytest.raises(PlateError, match=r"movie\.tif holds 4 planes \(axes 'TYX'"):
         probe_tiff(tmp_path / "movie.tif")
 
 

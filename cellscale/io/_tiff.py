@@ -165,9 +165,11 @@ def file_layout(tif: tifffile.TiffFile, path: str | Path) -> TiffLayout:
     extra = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in _SAMPLE_AXES and n > 1]
     unsupported = [a for a, _ in extra if a not in IN_FILE_AXES]
     if unsupported:
+        planes = int(np.prod([n for _, n in extra], dtype=np.int64))
         raise PlateError(
-            f"{path} holds axes {axes!r} with shape {shape}; ingest reads single images "
-            f"or Z/C stacks, not {''.join(unsupported)!r}: name them in the file pattern instead"
+            f"{path} holds {planes} planes (axes {axes!r}, shape {shape}); ingest reads single "
+            f"images or Z/C stacks, not {''.join(unsupported)!r}: name them in the file "
+            "pattern instead"
         )
     if "S" in axes and axes != "YXS":
         raise PlateError(
