@@ -423,14 +423,15 @@ class _Grid:
     def unit_tokens(self, found: Discovery) -> np.ndarray:
         """``(t, well, field)`` tokens of the unit's files: names, pages, sizes and times."""
         tokens = np.zeros((len(self.t), len(self.wells), len(self.fields)), dtype=np.uint64)
+        prefix = len(str(found.source)) + 1
         for ti, t in enumerate(self.t):
             for wi, well in enumerate(self.wells):
                 for fi, fld in enumerate(self.fields):
-                    refs = [
-                        _identity(self.planes.get((t, well, fld, c, z)), found.source)
+                    refs = "\n".join(
+                        _identity(self.planes.get((t, well, fld, c, z)), prefix)
                         for c in self.channels
                         for z in self.z
-                    ]
+                    )
                     tokens[ti, wi, fi] = unit_token(refs)
         return tokens
 
@@ -459,10 +460,11 @@ class _Grid:
         )
 
 
-def _identity(ref: PlaneRef | None, source: Path) -> tuple[Any, ...] | None:
+def _identity(ref: PlaneRef | None, prefix: int) -> str:
+    """A plane's file, relative to the source folder, its page, size and modification time."""
     if ref is None:
-        return None
-    return (Path(ref.path).relative_to(source).as_posix(), ref.key, ref.size, ref.mtime_ns)
+        return "-"
+    return f"{ref.path[prefix:]}\t{ref.key}\t{ref.size}\t{ref.mtime_ns}"
 
 
 def _well_order(well: str) -> tuple[int, str, int]:
