@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "read_plate_map": "cellscale.io",
     "update_plate_map": "cellscale.io",
     "verify_plate": "cellscale.io",
+    "write_labels": "cellscale.io",
+    "open_labels": "cellscale.io",
     "as_plate": "cellscale.plate",
     "StaleOutputError": "cellscale._stages",
     "UnitFailure": "cellscale._stages",

@@ -44,17 +44,21 @@ import xarray as xr
 __all__ = [
     "DIMS",
     "LINEAGE",
+    "MAX_FIELD_PIXELS",
     "PROJECTED_DIMS",
     "UNIT_TOKEN",
     "PlateError",
     "add_lineage",
     "as_plate",
     "build_plate",
+    "channel_position",
+    "field_stack",
     "format_well",
     "normalize_well",
     "plate_map_columns",
     "row_index",
     "row_letters",
+    "spatial_plate",
     "split_well",
     "validate_plate",
 ]
@@ -70,6 +74,9 @@ UNIT_TOKEN = "unit_token"
 
 LINEAGE = "lineage"
 """The attribute listing the steps that made a plate."""
+
+MAX_FIELD_PIXELS = 2**32 - 1
+"""The most pixels (voxels) a field may have: ``uint32`` object ids can then never overflow."""
 
 RESERVED_WELL_COORDS = ("row", "col")
 _WELL_RE = re.compile(r"^\s*([A-Za-z]{1,2})\s*0*(\d{1,3})\s*$")
@@ -282,6 +289,53 @@ def as_plate(array: xr.DataArray, *, name: str | None = None) -> xr.DataArray:
 
 def _image_chunks_of(plate: xr.DataArray) -> tuple[int, ...]:
     return tuple(plate.sizes[d] if d in ("z", "y", "x") else 1 for d in plate.dims)
+
+
+def spatial_plate(plate: xr.DataArray, do_3d: bool) -> xr.DataArray:
+    """The plate with dims ``(t, well, field, c, y, x)``, or ``(t, well, field, c, z, y, x)`` in 3D.
+
+    A plate with one Z plane loses it in 2D; one with more must be projected first.
+    Fields must have fewer than :data:`MAX_FIELD_PIXELS` pixels, so ``uint32`` object ids
+    can never overflow.
+    """
+    has_z = "z" in plate.dims
+    if do_3d:
+        if not has_z:
+            raise PlateError("do_3d=True needs a plate with Z stacks; this one was projected")
+        plate = plate.transpose("t", "well", "field", "c", "z", "y", "x")
+    elif has_z:
+        if plate.sizes["z"] != 1:
+            raise PlateError(
+                f"the plate has {plate.sizes['z']} Z planes: project it first "
+                "(cellscale.project) or segment in 3D with do_3d=True"
+            )
+        plate = plate.isel(z=0, drop=True)
+    pixels = int(np.prod([plate.sizes[d] for d in plate.dims[4:]], dtype=np.int64))
+    if pixels > MAX_FIELD_PIXELS:
+        raise PlateError(
+            f"a field of {pixels} pixels could hold more objects than uint32 ids can number "
+            f"(at most {MAX_FIELD_PIXELS}); split the fields into tiles first"
+        )
+    return plate
+
+
+def channel_position(plate: xr.DataArray, channel: str | int) -> int:
+    """The position of a channel given by name or position; an error lists the channels."""
+    names = [str(c) for c in plate.coords["c"].values]
+    if isinstance(channel, str):
+        if channel not in names:
+            raise PlateError(f"channel {channel!r} is not in the plate; its channels are {names}")
+        return names.index(channel)
+    if not 0 <= channel < len(names):
+        raise PlateError(f"channel {channel} is out of range; the plate's channels are {names}")
+    return int(channel)
+
+
+def field_stack(plate: xr.DataArray, picked: Sequence[int]) -> da.Array:
+    """The chosen channels, in order, one chunk per field holding all of them."""
+    data = plate.data[:, :, :, list(picked)]
+    chunks = tuple(1 if i < 3 else -1 for i in range(data.ndim))
+    return data.rechunk(chunks)
 
 
 def add_lineage(attrs: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,8 @@ __all__ = [
     "create_store",
     "field_image_path",
     "read_store_record",
+    "template_attrs",
+    "write_store_record",
 ]
 
 LEDGER_NAME = "cellscale_ledger"
@@ -141,7 +143,7 @@ def create_store(
     template = zarr.create_array(
         zarr.storage.MemoryStore(), **array_options, zarr_format=zarr_format
     )
-    image_attrs = _template_attrs(
+    image_attrs = template_attrs(
         zarr_format,
         lambda group: write_multiscales_metadata(
             group,
@@ -157,7 +159,7 @@ def create_store(
     images: dict[str, tuple[str, int]] = {}
     for w, well in enumerate(layout.wells):
         present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
-        well_attrs = _template_attrs(
+        well_attrs = template_attrs(
             zarr_format,
             partial(write_well_metadata, images=[{"path": str(f)} for f in present], fmt=fmt),
         )
@@ -193,7 +195,7 @@ def create_store(
     return arrays
 
 
-def _template_attrs(zarr_format: ZarrFormat, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
+def template_attrs(zarr_format: ZarrFormat, write: Callable[[zarr.Group], None]) -> dict[str, Any]:
     """The attributes that an ome-zarr-py metadata writer gives a group, made in memory."""
     group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=zarr_format)
     write(group)

@@ -4,7 +4,7 @@
 phenotypes follow a plate map; :func:`synthetic_labels`, :func:`synthetic_cells` and
 :func:`synthetic_focal_planes` give its ground truth, and
 :func:`write_synthetic_plate` streams one to an OME-Zarr store for plates larger than
-memory.
+memory. :class:`SegmenterTests` is the conformance suite every segmenter passes.
 """
 
 from cellscale.testing._model import CellModel
@@ -15,6 +15,7 @@ from cellscale.testing._platemap import (
     plate_wells,
 )
 from cellscale.testing._render import CHANNEL_KINDS
+from cellscale.testing._segmenter_tests import SegmenterTests, blob_field
 from cellscale.testing._synthetic import DTYPES, synthetic_plate
 from cellscale.testing._truth import synthetic_cells, synthetic_focal_planes, synthetic_labels
 from cellscale.testing._write import write_synthetic_plate
@@ -25,6 +26,8 @@ __all__ = [
     "DTYPES",
     "PLATE_FORMATS",
     "CellModel",
+    "SegmenterTests",
+    "blob_field",
     "default_plate_map",
     "plate_wells",
     "synthetic_cells",

@@ -1,0 +1,151 @@
+"""cellscale.segment: lazy labels per compartment, batching, border drop, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dask.array.utils import assert_eq
+from scipy import ndimage
+
+import cellscale
+from cellscale.plate import MAX_FIELD_PIXELS, PlateError
+from cellscale.segment import SegmenterBase, relabel_consecutive, segment
+from cellscale.testing import SegmenterTests, synthetic_plate
+from tests.conftest import raise_if_dask_computes
+
+
+class Threshold(SegmenterBase):
+    """Objects are connected components above mean + 2 std of the first channel."""
+
+    compartments = ("nuclei",)
+
+    def __init__(self, fields_per_task: int = 1) -> None:
+        self.fields_per_task = fields_per_task
+        self.batches: list[int] = []
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        channel = image[0].astype(np.float64)
+        if channel.std() == 0:
+            return np.zeros((1, *channel.shape), np.uint32)
+        labels, _ = ndimage.label(channel > channel.mean() + 2 * channel.std())
+        return relabel_consecutive(labels)[np.newaxis]
+
+    def segment_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(len(images))
+        return super().segment_batch(images)
+
+
+class TestThresholdConforms(SegmenterTests):
+    def make_segmenter(self) -> Threshold:
+        return Threshold()
+
+
+@pytest.fixture(scope="module")
+def mip():
+    plate = synthetic_plate(wells=2, fields=3, n_z=3, shape=(96, 80), seed=2)
+    return cellscale.project(plate, "max")
+
+
+def _eager(mip, exclude_border: bool = True) -> np.ndarray:
+    segmenter = Threshold()
+    out = np.zeros((1, 2, 3, 96, 80), np.uint32)
+    for w in range(2):
+        for f in range(3):
+            labels = segmenter(mip.isel(t=0, well=w, field=f).values[[0]])
+            if exclude_border:
+                from cellscale.segment._border import drop_border_objects
+
+                labels, _ = drop_border_objects(labels)
+            out[0, w, f] = labels[0]
+    return out
+
+
+@pytest.mark.parametrize("per_task", [1, 4])
+def test_labels_are_lazy_and_equal_the_segmenter_called_per_field(mip, per_task: int) -> None:
+    segmenter = Threshold(fields_per_task=per_task)
+    with raise_if_dask_computes():
+        labels = segment(mip, segmenter, channel="nuclei")
+    assert labels["nuclei"].dims == ("t", "well", "field", "y", "x")
+    assert labels["nuclei"].data.chunksize == (1, 1, 1, 96, 80)
+    assert_eq(labels["nuclei"].data, _eager(mip))
+    assert sorted(segmenter.batches) == ([2, 4] if per_task == 4 else [1] * 6)
+    assert list(labels.coords["treatment"].values) == list(mip.coords["treatment"].values)
+    assert labels.attrs["lineage"][-1]["op"] == "segment"
+
+
+def test_border_objects_are_dropped_and_counted(mip) -> None:
+    kept = segment(mip, Threshold(), channel="nuclei").compute()
+    every = segment(mip, Threshold(), channel="nuclei", exclude_border=False).compute()
+    np.testing.assert_array_equal(kept["nuclei"].values, _eager(mip))
+    np.testing.assert_array_equal(every["nuclei"].values, _eager(mip, exclude_border=False))
+    total = every["nuclei"].max(dim=("y", "x")).values
+    remaining = kept["nuclei"].max(dim=("y", "x")).values
+    np.testing.assert_array_equal(total - remaining, kept["border_dropped"].values)
+    assert kept["border_dropped"].values.sum() > 0
+    edges = kept["nuclei"].values[..., [0, -1], :], kept["nuclei"].values[..., :, [0, -1]]
+    assert not any(e.any() for e in edges)
+
+
+def test_holes_give_empty_labels_and_no_task() -> None:
+    plate = synthetic_plate(wells=2, fields=2, shape=(64, 64), seed=1)
+    present = plate.coords["field_present"].values.copy()
+    present[1, 1] = False
+    plate = plate.assign_coords(field_present=(("well", "field"), present))
+    segmenter = Threshold()
+    labels = segment(plate.isel(z=[0]), segmenter, channel="nuclei").compute()
+    assert not labels["nuclei"].values[0, 1, 1].any()
+    assert sum(segmenter.batches) == 3
+
+
+def test_a_wrong_channel_lists_the_channels(mip) -> None:
+    with pytest.raises(
+        PlateError,
+        match=r"channel 'DNA' is not in the plate; its channels are \['nuclei', 'cytoplasm'\]",
+    ):
+        segment(mip, Threshold(), channel="DNA")
+    with pytest.raises(PlateError, match="out of range"):
+        segment(mip, Threshold(), channel=5)
+
+
+def test_z_stacks_must_be_projected_or_segmented_in_3d() -> None:
+    plate = synthetic_plate(wells=1, fields=1, n_z=3, shape=(32, 32))
+    with pytest.raises(PlateError, match="project it first"):
+        segment(plate, Threshold(), channel=0)
+    with pytest.raises(PlateError, match="do_3d=True needs a plate with Z stacks"):
+        segment(cellscale.project(plate, "max"), Threshold(), channel=0, do_3d=True)
+
+
+def test_fields_too_large_for_uint32_ids_are_refused() -> None:
+    import dask.array as da
+    import xarray as xr
+
+    side = 65536 + 1  # (65537)^2 > 2^32 - 1 pixels
+    huge = xr.DataArray(
+        da.zeros((1, 1, 1, 1, side, side), dtype=np.uint16, chunks=(1, 1, 1, 1, side, side)),
+        dims=("t", "well", "field", "c", "y", "x"),
+        coords={"well": ["A01"]},
+    )
+    assert side * side > MAX_FIELD_PIXELS
+    with pytest.raises(PlateError, match="could hold more objects than uint32 ids"):
+        segment(huge, Threshold(), channel=0)
+
+
+def test_a_segmenter_breaking_the_contract_is_named_with_the_field(mip) -> None:
+    class Gappy(Threshold):
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            labels = super().__call__(image)
+            return labels * 2  # ids 2, 4, 6 ...
+
+    with pytest.raises(
+        ValueError, match=r"well A0\d field \d t=0: the segmenter's ids are not consecutive"
+    ):
+        segment(mip, Gappy(), channel="nuclei").compute()
+
+
+def test_all_zero_and_saturated_fields_have_no_cells_and_are_recorded(mip) -> None:
+    blank = mip.copy(data=mip.data * 0)
+    saturated = mip.copy(data=mip.data * 0 + np.iinfo(mip.dtype).max)
+    for plate in (blank, saturated):
+        labels = segment(plate, Threshold(), channel="nuclei").compute()
+        assert not labels["nuclei"].values.any()
+        assert (labels["border_dropped"].values == 0).all()
