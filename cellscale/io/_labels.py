@@ -219,10 +219,12 @@ def _check_source(labels: xr.Dataset, record: StoreRecord, path: Path) -> None:
     lineage = list(labels.attrs.get(LINEAGE, []))
     assert record.fingerprint is not None
     expected = {"op": "open_plate", "store": path.name, "fingerprint": record.fingerprint.digest}
-    if lineage[:-1] != [expected]:
+    images = lineage[-1].get("images") if lineage else None
+    if lineage[:-1] != [expected] or images != open_plate(path, allow_incomplete=True).data.name:
         made = " -> ".join(step.get("op", "?") for step in lineage) or "unknown steps"
         raise StaleOutputError(
-            f"these labels were computed from {made}, not from the plate stored in {path}: "
+            f"these labels were computed from {made} (or from data computed from it), not "
+            f"from the plate stored in {path}: "
             "labels are written under the images they label. Write that plate first "
             "(cellscale.write_plate), open it with cellscale.open_plate and segment it"
         )

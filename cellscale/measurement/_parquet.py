@@ -40,6 +40,7 @@ from cellscale._stages import (
     task_key,
     unit_token,
 )
+from cellscale.cells import CELL_ID
 from cellscale.measurement._table import FieldSpec, measure
 from cellscale.plate import LINEAGE, UNIT_TOKEN, PlateError
 
@@ -130,7 +131,12 @@ def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFr
         for name in os.listdir(folder)
         if (match := _PART.match(name))
     )
-    return dd.read_parquet([str(p) for _, p in parts])
+    table = dd.read_parquet([str(p) for _, p in parts], index=False)
+    return table.map_partitions(_indexed_by_cell_id, meta=table._meta)
+
+
+def _indexed_by_cell_id(part: pd.DataFrame) -> pd.DataFrame:
+    return part.set_axis(pd.Index(part[CELL_ID].to_numpy()), axis=0)
 
 
 def _specs(labels: xr.Dataset, plate: xr.DataArray) -> list[FieldSpec]:

@@ -76,7 +76,7 @@ def measure(
         0 … N−1 over the plate), ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``,
         ``Metadata_Timepoint``, ``Metadata_ObjectNumber``, the plate-map columns as
         ``Metadata_<name>``, then the features (see :mod:`cellscale.cells`). Fields with no
-        objects give empty partitions.
+        objects give empty partitions. The index is ``cell_id`` too.
 
     Notes
     -----
@@ -165,6 +165,7 @@ def field_table(
         }
     )
     table = pd.concat([table, features.reset_index(drop=True)], axis=1)
+    table.index = pd.RangeIndex(spec.first_id, spec.first_id + spec.count)
     return table[list(meta.columns)].astype(meta.dtypes.to_dict())
 
 

@@ -88,7 +88,9 @@ def segment(
     >>> list(labels.data_vars), labels["nuclei"].dims
     (['nuclei', 'border_dropped'], ('t', 'well', 'field', 'y', 'x'))
     """
-    plate = spatial_plate(as_plate(plate), do_3d)
+    plate = as_plate(plate)
+    source = plate.data.name
+    plate = spatial_plate(plate, do_3d)
     segmenter = _resolve(method, nuclei_channel is not None, **options)
     picked = [channel_position(plate, channel)]
     if nuclei_channel is not None:
@@ -98,7 +100,9 @@ def segment(
     if per_task < 1:
         raise ValueError(f"fields_per_task must be at least 1, got {per_task}")
     names = [str(plate.coords["c"].values[i]) for i in picked]
-    return _labels_dataset(plate, images, segmenter, per_task, exclude_border, names)
+    labels = _labels_dataset(plate, images, segmenter, per_task, exclude_border, names)
+    labels.attrs[LINEAGE][-1]["images"] = source
+    return labels
 
 
 def _resolve(method: str | Segmenter, with_nuclei: bool, **options: Any) -> Segmenter:

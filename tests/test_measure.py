@@ -1,0 +1,171 @@
+"""The cell table: CellProfiler names, cell_id order, pycytominer, Parquet on disk, summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from skimage.measure import regionprops
+
+import cellscale
+from cellscale._stages import StaleOutputError
+from cellscale.cells import CELL_ID, METADATA_COLUMNS, check_cell_table, feature_column
+from cellscale.measurement import measure, read_cells, well_summary, write_cells
+from cellscale.segment import SegmenterBase, segment
+from cellscale.testing import write_synthetic_plate
+from tests.test_segment import Threshold
+
+SHAPE_FEATURES = [
+    "Area", "Perimeter", "Eccentricity", "Solidity", "FormFactor", "MajorAxisLength",
+    "MinorAxisLength", "Orientation", "Center_X", "Center_Y", "BoundingBoxMinimum_X",
+    "BoundingBoxMinimum_Y", "BoundingBoxMaximum_X", "BoundingBoxMaximum_Y", "TouchesBorder",
+]  # fmt: skip
+INTENSITY_FEATURES = [
+    "MeanIntensity", "StdIntensity", "MinIntensity", "MaxIntensity", "IntegratedIntensity",
+]  # fmt: skip
+
+
+class CellsAndNuclei(SegmenterBase):
+    """Nuclei by threshold; cells are the nuclei grown by 3 pixels; every third nucleus is lost."""
+
+    compartments = ("cells", "nuclei")
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from skimage.segmentation import expand_labels
+
+        nuclei = Threshold()(image[1:])[0]
+        cells = expand_labels(nuclei, 3)
+        nuclei = np.where(nuclei % 3 == 0, 0, nuclei).astype(np.uint32)
+        return np.stack([cells, nuclei]).astype(np.uint32)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("measure")
+    plate = write_synthetic_plate(
+        folder / "p.zarr", wells=3, fields=2, n_z=3, shape=(96, 96), seed=6
+    )
+    out = folder / "mip.zarr"
+    cellscale.write_plate(cellscale.project(plate, "max"), out, progress=False)
+    cellscale.write_labels(
+        segment(cellscale.open_plate(out), Threshold(), channel="nuclei"), out, progress=False
+    )
+    return out
+
+
+def test_every_listed_column_is_there_and_ids_are_row_numbers(store: Path) -> None:
+    table = measure(cellscale.open_labels(store), cellscale.open_plate(store)).compute()
+    check_cell_table(table)
+    assert list(table.columns[: 1 + len(METADATA_COLUMNS)]) == [CELL_ID, *METADATA_COLUMNS]
+    for column in ("Metadata_treatment", "Metadata_concentration", "Metadata_control"):
+        assert column in table.columns
+    for feature in SHAPE_FEATURES:
+        assert feature_column("nuclei", "AreaShape", feature) in table.columns
+    for channel in ("nuclei", "cytoplasm"):
+        for feature in INTENSITY_FEATURES:
+            assert feature_column("nuclei", "Intensity", feature, channel) in table.columns
+    np.testing.assert_array_equal(table[CELL_ID], np.arange(len(table)))
+    np.testing.assert_array_equal(table.index, np.arange(len(table)))
+    order = table[["Metadata_Timepoint", "Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]]
+    order = order.reset_index(drop=True)
+    assert order.equals(order.sort_values(list(order.columns), ignore_index=True))
+
+
+def test_features_equal_scikit_image_and_numpy_on_each_object(store: Path) -> None:
+    labels, plate = cellscale.open_labels(store), cellscale.open_plate(store)
+    table = measure(labels, plate).compute()
+    field = table[(table.Metadata_Well == "A02") & (table.Metadata_Site == 2)]
+    mask = labels["nuclei"].sel(well="A02", field=2).values[0]
+    pixels = plate.sel(well="A02", field=2, c="cytoplasm").values[0, 0].astype(np.float64)
+    for region in regionprops(mask):
+        row = field[field.Metadata_ObjectNumber == region.label].iloc[0]
+        inside = pixels[mask == region.label]
+        assert row["Nuclei_AreaShape_Area"] == region.area
+        if region.perimeter > 0:
+            assert row["Nuclei_AreaShape_FormFactor"] == pytest.approx(
+                4 * np.pi * region.area / region.perimeter**2
+            )
+        else:
+            assert np.isnan(row["Nuclei_AreaShape_FormFactor"])
+        assert row["Nuclei_AreaShape_Center_X"] == pytest.approx(region.centroid[1])
+        assert row["Nuclei_Intensity_MeanIntensity_cytoplasm"] == pytest.approx(inside.mean())
+        assert row["Nuclei_Intensity_StdIntensity_cytoplasm"] == pytest.approx(inside.std())
+        assert row["Nuclei_Intensity_IntegratedIntensity_cytoplasm"] == pytest.approx(inside.sum())
+        assert row["Nuclei_Intensity_MaxIntensity_cytoplasm"] == inside.max()
+
+
+def test_lazy_labels_give_the_same_table_as_written_ones(store: Path) -> None:
+    plate = cellscale.open_plate(store)
+    lazy = measure(segment(plate, Threshold(), channel="nuclei"), plate).compute()
+    written = measure(cellscale.open_labels(store), plate).compute()
+    pd.testing.assert_frame_equal(lazy, written)
+
+
+def test_cells_and_their_nuclei_share_rows_and_missing_nuclei_are_nan(store: Path) -> None:
+    plate = cellscale.open_plate(store)
+    labels = segment(
+        plate, CellsAndNuclei(), channel="cytoplasm", nuclei_channel="nuclei", exclude_border=False
+    )
+    table = measure(labels, plate).compute()
+    assert (table.Cells_AreaShape_Area > 0).all()
+    lost = table.Metadata_ObjectNumber % 3 == 0
+    assert table.loc[lost, "Nuclei_AreaShape_Area"].isna().all()
+    kept = table[~lost]
+    assert (kept.Cells_AreaShape_Area >= kept.Nuclei_AreaShape_Area).all()
+
+
+def test_a_field_without_cells_is_an_empty_slice_with_the_right_dtypes(store: Path) -> None:
+    class Nothing(SegmenterBase):
+        compartments = ("nuclei",)
+
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            return np.zeros((1, *image.shape[1:]), np.uint32)
+
+    plate = cellscale.open_plate(store)
+    table = measure(segment(plate, Nothing(), channel="nuclei"), plate)
+    first = table.get_partition(0).compute()
+    assert len(first) == 0 and first.dtypes.equals(table._meta.dtypes)
+    assert first[CELL_ID].dtype == np.int64
+
+
+def test_pycytominer_normalizes_and_aggregates_the_table(store: Path) -> None:
+    pycytominer = pytest.importorskip("pycytominer")
+    table = measure(cellscale.open_labels(store), cellscale.open_plate(store)).compute()
+    normalized = pycytominer.normalize(
+        table, features="infer", meta_features="infer", samples="Metadata_treatment == 'DMSO'"
+    )
+    assert len(normalized) == len(table)
+    profiles = pycytominer.aggregate(
+        table, strata=["Metadata_Plate", "Metadata_Well"], features="infer"
+    )
+    assert len(profiles) == 3
+
+
+def test_cell_table_written_as_parquet_reads_back_in_order_and_resumes(
+    store: Path, tmp_path: Path
+) -> None:
+    labels, plate = cellscale.open_labels(store), cellscale.open_plate(store)
+    out = write_cells(labels, plate, tmp_path / "cells.parquet", progress=False)
+    expected = measure(labels, plate).compute()
+    back = read_cells(out).compute()
+    pd.testing.assert_frame_equal(back, expected, check_dtype=False, check_index_type=False)
+    assert sorted(p.name for p in out.iterdir()) == ["A01", "A02", "A03", "_cellscale"]
+    assert len(pd.read_parquet(out)) == len(expected)  # pandas reads the folder as it is
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    write_cells(labels, plate, out, progress=False)  # resumes: nothing to write
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    with pytest.raises(StaleOutputError, match="intensity"):
+        write_cells(labels, plate, out, intensity=False, progress=False)
+
+
+def test_well_summary_counts_and_means_per_well(store: Path) -> None:
+    table = measure(cellscale.open_labels(store), cellscale.open_plate(store)).compute()
+    summary = well_summary(table, compartment="nuclei")
+    oracle = table.groupby("Metadata_Well").agg(
+        n_cells=(CELL_ID, "count"), mean_area=("Nuclei_AreaShape_Area", "mean")
+    )
+    np.testing.assert_array_equal(summary.n_cells, oracle.n_cells)
+    np.testing.assert_allclose(summary.mean_area, oracle.mean_area)
+    assert {"Metadata_treatment", "mean_roundness", "mean_eccentricity"} <= set(summary.columns)
