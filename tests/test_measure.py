@@ -169,3 +169,24 @@ def test_well_summary_counts_and_means_per_well(store: Path) -> None:
     np.testing.assert_array_equal(summary.n_cells, oracle.n_cells)
     np.testing.assert_allclose(summary.mean_area, oracle.mean_area)
     assert {"Metadata_treatment", "mean_roundness", "mean_eccentricity"} <= set(summary.columns)
+
+
+def test_cp_measure_feature_sets_are_added_per_compartment_and_channel(store: Path) -> None:
+    pytest.importorskip("cp_measure")
+    plate = cellscale.open_plate(store)
+    labels = segment(
+        plate, CellsAndNuclei(), channel="cytoplasm", nuclei_channel="nuclei", exclude_border=False
+    )
+    table = measure(
+        labels, plate, channels=["nuclei"], cp_measure=["granularity", "zernike"]
+    ).compute()
+    granularity = [c for c in table.columns if c.startswith("Cells_Granularity_")]
+    assert granularity and all(c.endswith("_nuclei") for c in granularity)
+    assert "Nuclei_AreaShape_Zernike_2_0_nuclei" in table.columns
+    assert table["Cells_Granularity_1_nuclei"].notna().all()
+    lost = table.Metadata_ObjectNumber % 3 == 0
+    assert table.loc[lost, "Nuclei_AreaShape_Zernike_2_0_nuclei"].isna().all()
+    sizable = ~lost & (table.Nuclei_AreaShape_Area > 4)  # one-pixel objects have no moments
+    assert table.loc[sizable, "Nuclei_AreaShape_Zernike_2_0_nuclei"].notna().all()
+    with pytest.raises(ValueError, match="cp_measure sets are"):
+        measure(labels, plate, cp_measure=["haralick"]).compute()

@@ -43,6 +43,7 @@ def field_features(
     channels: Sequence[str],
     *,
     intensity: bool = True,
+    cp_measure: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Features of every object of one field, one row per id of the first compartment.
 
@@ -57,6 +58,9 @@ def field_features(
         The names of the image's channels.
     intensity
         Measure per-channel intensities too.
+    cp_measure
+        cp-measure feature sets to add per compartment and channel (2D only), see
+        :data:`~cellscale.measurement._cp_measure.CP_MEASURE_SETS`.
 
     Returns
     -------
@@ -69,6 +73,16 @@ def field_features(
     if intensity:
         parts += [
             _intensity(mask, image[c], compartment, channel, n)
+            for compartment, mask in labels.items()
+            for c, channel in enumerate(channels)
+        ]
+    if cp_measure:
+        if primary.ndim != 2:
+            raise ValueError("cp-measure feature sets are measured on 2D fields only")
+        from cellscale.measurement._cp_measure import cp_measure_features
+
+        parts += [
+            cp_measure_features(mask, image[c], compartment, channel, n, cp_measure)
             for compartment, mask in labels.items()
             for c, channel in enumerate(channels)
         ]

@@ -57,6 +57,7 @@ def write_cells(
     *,
     channels: Sequence[str] | None = None,
     intensity: bool = True,
+    cp_measure: Sequence[str] = (),
     overwrite: bool = False,
     client: Any = None,
     progress: bool = True,
@@ -66,7 +67,7 @@ def write_cells(
 
     Parameters
     ----------
-    labels, plate, channels, intensity
+    labels, plate, channels, intensity, cp_measure
         As for :func:`cellscale.measure`.
     path
         The dataset folder (``cells.parquet``).
@@ -81,7 +82,7 @@ def write_cells(
         ``path``, or the lazy write when ``compute=False``.
     """
     path = Path(path)
-    table = measure(labels, plate, channels=channels, intensity=intensity)
+    table = measure(labels, plate, channels=channels, intensity=intensity, cp_measure=cp_measure)
     specs = _specs(labels, plate)
     fingerprint = Fingerprint(
         stage="cells",
@@ -90,7 +91,11 @@ def write_cells(
             "labels": [labels[c].data.name for c in labels.attrs["compartments"]],
             "plate": plate.data.name,
         },
-        parameters={"channels": list(channels) if channels else None, "intensity": intensity},
+        parameters={
+            "channels": list(channels) if channels else None,
+            "intensity": intensity,
+            "cp_measure": list(cp_measure),
+        },
     )
     with output_lock(path):
         ledger = _open(path, fingerprint, specs, overwrite)

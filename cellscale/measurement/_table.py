@@ -52,6 +52,7 @@ def measure(
     *,
     channels: Sequence[str] | None = None,
     intensity: bool = True,
+    cp_measure: Sequence[str] = (),
 ) -> dd.DataFrame:
     """The cell table of segmented fields: one row per object, as a lazy dask DataFrame.
 
@@ -68,6 +69,10 @@ def measure(
         The channels whose intensities are measured (default: all).
     intensity
         Measure per-channel intensities (mean, std, min, max, integrated).
+    cp_measure
+        CellProfiler feature sets from cp-measure, per compartment and channel (2D):
+        any of ``"granularity"``, ``"texture"``, ``"zernike"``, ``"radial_distribution"``
+        (``pip install 'cellscale[measure]'``).
 
     Returns
     -------
@@ -99,7 +104,8 @@ def measure(
     images = field_stack(plate, [names.index(c) for c in chosen]).to_delayed()
     blocks = {c: labels[c].data.to_delayed() for c in compartments}
     specs = unit_specs(labels, plate)
-    meta = _meta(plate, compartments, chosen, do_3d, intensity)
+    options = {"intensity": intensity, "cp_measure": tuple(cp_measure)}
+    meta = _meta(plate, compartments, chosen, do_3d, options)
     parts = [
         dask.delayed(field_table, pure=True)(
             {c: blocks[c][spec.unit + (0,) * (blocks[c].ndim - 3)] for c in compartments},
@@ -107,7 +113,7 @@ def measure(
             chosen,
             spec,
             meta,
-            intensity,
+            options,
         )
         for spec in specs
     ]
@@ -145,12 +151,12 @@ def field_table(
     channels: Sequence[str],
     spec: FieldSpec,
     meta: pd.DataFrame,
-    intensity: bool,
+    options: dict[str, Any],
 ) -> pd.DataFrame:
     """The table of one field: metadata, ``cell_id`` and features of its objects."""
     masks = {name: np.asarray(block)[0, 0, 0] for name, block in labels.items()}
     pixels = np.asarray(image)[0, 0, 0]
-    features = field_features(masks, pixels, channels, intensity=intensity)
+    features = field_features(masks, pixels, channels, **options)
     if len(features) != spec.count:
         raise PlateError(
             f"{spec.where}: the labels hold {len(features)} objects but the cell table was laid "
@@ -189,14 +195,16 @@ def _check_aligned(labels: xr.Dataset, plate: xr.DataArray) -> None:
 
 
 def _meta(
-    plate: xr.DataArray, compartments: list[str], channels: list[str], do_3d: bool, intensity: bool
+    plate: xr.DataArray,
+    compartments: list[str],
+    channels: list[str],
+    do_3d: bool,
+    options: dict[str, Any],
 ) -> pd.DataFrame:
     """An empty table with every column and dtype, from measuring an empty field."""
     spatial = (1, 2, 2) if do_3d else (2, 2)
     empty = {c: np.zeros(spatial, np.uint32) for c in compartments}
-    features = field_features(
-        empty, np.zeros((len(channels), *spatial)), channels, intensity=intensity
-    )
+    features = field_features(empty, np.zeros((len(channels), *spatial)), channels, **options)
     dtypes = dict(
         zip(
             METADATA_COLUMNS,

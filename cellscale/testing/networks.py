@@ -32,7 +32,9 @@ class BlobFlowNet(nn.Module):
         radius = int(3 * sigma)
         grid = torch.arange(-radius, radius + 1, dtype=torch.float32)
         kernel = torch.exp(-(grid**2) / (2 * sigma**2))
+        self.blur: torch.Tensor
         self.register_buffer("blur", (kernel / kernel.sum()).reshape(1, 1, 1, -1))
+        self.pad = radius
         self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
         self.calls: list[int] = []
 
@@ -48,7 +50,7 @@ class BlobFlowNet(nn.Module):
         """``x`` ``(batch, channels, y, x)`` -> flows and cell probability, and zero styles."""
         self.calls.append(int(x.shape[0]))
         image = x[:, :1].float()
-        pad = self.blur.shape[-1] // 2
+        pad = self.pad
         blurred = functional.conv2d(
             functional.pad(image, (pad, pad, 0, 0), mode="replicate"), self.blur
         )
