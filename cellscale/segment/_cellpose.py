@@ -13,7 +13,6 @@ unless ``allow_download=True``. torch and cellpose are imported only here.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cellscale._files import file_sha256
 from cellscale.segment._protocol import SegmenterBase, relabel_consecutive
 
 __all__ = ["CellposeSegmenter", "network_loads"]
@@ -30,7 +30,6 @@ _BUILTIN_V3 = ("cyto3", "cyto2", "cyto", "nuclei")
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _CACHE_LOCK = threading.Lock()
 _LOADS: list[tuple[Any, ...]] = []
-_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def network_loads() -> list[tuple[Any, ...]]:
@@ -113,7 +112,7 @@ class CellposeSegmenter(SegmenterBase):
         weights = (
             f"network {getattr(self.network, '__qualname__', repr(self.network))}"
             if self.network is not None
-            else _file_hash(Path(self.model))
+            else file_sha256(Path(self.model))
         )
         return {
             "class": "CellposeSegmenter",
@@ -319,16 +318,3 @@ def _model_folder() -> Path:
 
     configured = os.environ.get("CELLPOSE_LOCAL_MODELS_PATH")
     return Path(configured) if configured else Path.home() / ".cellpose" / "models"
-
-
-def _file_hash(path: Path) -> str:
-    """The sha256 of a weights file, computed once per process for each size and mtime."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 24), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]

@@ -1,0 +1,412 @@
+"""Torch embedders: torchvision ResNets (2D) and R3D-18 (3D) adapted to N channels, or your module.
+
+The network is built once per worker process (a per-process cache keyed by the embedder's
+description) and kept in evaluation mode; on a GPU it runs in bfloat16 (or float16) autocast
+with ``channels_last`` memory, on a CPU in float32. Features come from a named layer through a
+forward hook (default: the global average pool, 2048-d for ResNet-50), averaged over any
+spatial axes it still has. Nothing is downloaded unless ``allow_download=True``: ImageNet
+weights come from torch's hub cache, user weights from a local state dict (loaded with
+``weights_only=True``) or a TorchScript file. torch and torchvision are imported only here.
+"""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellscale._files import file_sha256
+from cellscale.embedding._protocol import EmbedderBase
+
+__all__ = ["ARCHITECTURES", "TorchEmbedder", "model_builds"]
+
+ARCHITECTURES = ("resnet18", "resnet50", "r3d_18")
+_FEATURES = {"resnet18": 512, "resnet50": 2048, "r3d_18": 512}
+_IMAGENET = {
+    "resnet18": "ResNet18_Weights",
+    "resnet50": "ResNet50_Weights",
+    "r3d_18": "R3D_18_Weights",
+}
+_CACHE: dict[tuple[Any, ...], Any] = {}
+_LOCK = threading.Lock()
+_BUILDS: list[tuple[Any, ...]] = []
+
+
+def model_builds() -> list[tuple[Any, ...]]:
+    """The networks this process has built so far (one entry per build): for tests."""
+    return list(_BUILDS)
+
+
+class TorchEmbedder(EmbedderBase):
+    """A torch network as an embedder.
+
+    Parameters
+    ----------
+    arch
+        ``"resnet18"``, ``"resnet50"`` (2D crops) or ``"r3d_18"`` (Z-stack crops, z as the
+        network's time axis). 2D networks on Z-stack crops embed each plane and average
+        over z.
+    in_channels
+        The crops' channels; the first convolution is adapted to them (with ImageNet
+        weights the RGB filters are kept and extra channels start from their mean).
+    weights
+        ``None`` (random initialisation from ``seed``), ``"imagenet"`` (torchvision's, from
+        torch's hub cache), or a local file: a state dict of the architecture adapted to
+        ``in_channels``, or a TorchScript module.
+    factory
+        Instead of ``arch``: a callable returning any ``torch.nn.Module`` taking
+        ``(n, in_channels, [z,] y, x)``; called once per worker.
+    layer
+        The module whose output are the features (default ``"avgpool"``; for a factory,
+        the module's own output).
+    normalize
+        ``"per-crop"`` (each crop and channel to zero mean and unit variance), ``"imagenet"``
+        (scale by the dtype's range, then ImageNet's mean and std; 3 channels), ``None``, or
+        ``(means, stds)`` per channel.
+    resize
+        Resize crops to ``resize`` × ``resize`` pixels before the network (``None``: keep).
+    batch_size
+        Crops per network call.
+    device
+        ``"auto"`` (the worker's GPU when it has one), ``"cuda"`` (fail without one) or ``"cpu"``.
+    precision
+        ``"auto"`` (bfloat16 on a GPU, float32 on a CPU), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+    allow_download
+        Let torchvision download ImageNet weights that are not in the hub cache.
+    """
+
+    gpu = True
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        *,
+        in_channels: int,
+        weights: str | Path | None = None,
+        factory: Callable[[], Any] | None = None,
+        layer: str | None = "avgpool",
+        n_features: int | None = None,
+        normalize: str | tuple[Sequence[float], Sequence[float]] | None = "per-crop",
+        resize: int | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+        precision: str = "auto",
+        seed: int = 0,
+        allow_download: bool = False,
+    ) -> None:
+        if factory is None and arch not in ARCHITECTURES:
+            raise ValueError(
+                f"arch must be one of {ARCHITECTURES} (or pass factory=), got {arch!r}"
+            )
+        if device not in ("auto", "cuda", "cpu"):
+            raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {device!r}")
+        if precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(
+                f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}"
+            )
+        if isinstance(normalize, str) and normalize not in ("per-crop", "imagenet"):
+            raise ValueError(
+                "normalize must be 'per-crop', 'imagenet', None or (means, stds), "
+                f"got {normalize!r}"
+            )
+        if normalize == "imagenet" and in_channels != 3:
+            raise ValueError(
+                "normalize='imagenet' needs 3 channels; use 'per-crop' or (means, stds)"
+            )
+        self.arch = arch if factory is None else "custom"
+        self.in_channels = int(in_channels)
+        self.weights = _weights(arch, weights, allow_download) if factory is None else None
+        self.factory = factory
+        self.layer = layer if factory is None else None if layer == "avgpool" else layer
+        self.normalize = normalize
+        self.resize = resize
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.precision = precision
+        self.seed = int(seed)
+        known = _FEATURES.get(self.arch) if self.layer == "avgpool" else None
+        self.n_features = int(n_features or known or 0)
+        if not self.n_features:
+            raise ValueError("pass n_features= for a factory or a layer other than 'avgpool'")
+
+    def describe(self) -> dict[str, Any]:
+        """Model, weights hash, layer and preprocessing, for the embeddings' attributes."""
+        weights: Any = self.weights
+        if isinstance(weights, Path):
+            weights = {"file": str(weights), "sha256": file_sha256(weights)}
+        elif weights == "imagenet":
+            weights = {"torchvision": f"{_IMAGENET[self.arch]}.DEFAULT"}
+        elif weights is None and self.factory is None:
+            weights = {"random": self.seed}
+        return {
+            "class": "TorchEmbedder",
+            "model": self.arch if self.factory is None else _qualname(self.factory),
+            "weights": weights,
+            "in_channels": self.in_channels,
+            "layer": self.layer,
+            "n_features": self.n_features,
+            "normalize": self.normalize
+            if not isinstance(self.normalize, tuple)
+            else [list(v) for v in self.normalize],
+            "resize": self.resize,
+        }
+
+    def __dask_tokenize__(self) -> Any:
+        return (
+            "TorchEmbedder",
+            repr(sorted(self.describe().items(), key=str)),
+            self.device,
+            self.precision,
+        )
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Features ``(n, n_features)`` float32 of a batch ``(n, in_channels, [z,] y, x)``."""
+        return self.run_batch(self.prepare_batch(batch))
+
+    def prepare_batch(self, batch: np.ndarray) -> Any:
+        """A batch normalised, resized and on the device (run on a CPU thread ahead of time)."""
+        return _load(self).prepare(batch)
+
+    def run_batch(self, prepared: Any) -> np.ndarray:
+        """The features of a prepared batch."""
+        return _load(self).run(prepared)
+
+
+class _Loaded:
+    """A network on a device with its feature hook and preprocessing."""
+
+    def __init__(self, embedder: TorchEmbedder, net: Any, device: Any, torch: Any) -> None:
+        self.embedder = embedder
+        self.net = net
+        self.device = device
+        self.torch = torch
+        self.local = threading.local()  # the hook's output, per calling thread
+        if embedder.layer is not None:
+            module = dict(net.named_modules()).get(embedder.layer)
+            if module is None:
+                names = [n for n, _ in net.named_modules() if n][:20]
+                raise ValueError(
+                    f"the model has no layer {embedder.layer!r}; its layers include {names}"
+                )
+            module.register_forward_hook(lambda _m, _i, output: setattr(self.local, "out", output))
+        on_gpu = device.type == "cuda"
+        precision = (
+            embedder.precision if embedder.precision != "auto" else ("bf16" if on_gpu else "fp32")
+        )
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.channels_last = on_gpu
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        """The batch as a normalised, resized float32 tensor on the device."""
+        torch = self.torch
+        embedder = self.embedder
+        if batch.shape[1] != embedder.in_channels:
+            raise ValueError(
+                f"the model takes {embedder.in_channels} channels but the crops have "
+                f"{batch.shape[1]}"
+            )
+        x = torch.from_numpy(_normalized(batch, embedder.normalize))
+        if embedder.resize is not None:
+            x = _resized(torch, x, embedder.resize)
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def run(self, x: Any) -> np.ndarray:
+        """Features of a prepared batch."""
+        torch = self.torch
+        planes = x.ndim == 5 and self.embedder.arch in ("resnet18", "resnet50")
+        if planes:  # a 2D network on Z stacks: every plane, then the mean over z
+            n, c, z = x.shape[:3]
+            x = x.transpose(1, 2).reshape(n * z, c, *x.shape[3:])
+        self.local.out = None
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                self.device.type,
+                dtype=self.autocast or torch.float32,
+                enabled=self.autocast is not None,
+            ),
+        ):
+            output = self.net(x)
+        features = self.local.out if self.embedder.layer is not None else output
+        features = features.float()
+        if features.ndim > 2:  # a layer with spatial axes left: average over them
+            features = features.flatten(2).mean(dim=2)
+        if planes:
+            features = features.reshape(n, z, -1).mean(dim=1)
+        return features.reshape(features.shape[0], -1).cpu().numpy().astype(np.float32)
+
+
+def _load(embedder: TorchEmbedder) -> _Loaded:
+    import torch
+
+    device = _device(embedder.device, torch)
+    key = (embedder.__dask_tokenize__(), str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            net = _build(embedder, torch).to(device).eval()
+            if device.type == "cuda" and embedder.arch != "r3d_18":
+                net = net.to(memory_format=torch.channels_last)
+            _CACHE[key] = _Loaded(embedder, net, device, torch)
+            _BUILDS.append(key)
+        return _CACHE[key]
+
+
+def _device(choice: str, torch: Any) -> Any:
+    has_cuda = torch.cuda.is_available()
+    if choice == "cuda" and not has_cuda:
+        raise RuntimeError(
+            "a GPU was required (device='cuda') but this worker has none: "
+            "torch.cuda.is_available() is False; pass device='auto' to use the CPU there"
+        )
+    return torch.device("cuda" if has_cuda and choice != "cpu" else "cpu")
+
+
+def _build(embedder: TorchEmbedder, torch: Any) -> Any:
+    if embedder.factory is not None:
+        return embedder.factory()
+    weights = embedder.weights
+    if isinstance(weights, Path) and zipfile.is_zipfile(weights) and _is_torchscript(weights):
+        return torch.jit.load(str(weights), map_location="cpu")
+    torch.manual_seed(embedder.seed)
+    net = _architecture(embedder.arch, imagenet=weights == "imagenet", torch=torch)
+    _adapt_first_convolution(net, embedder.arch, embedder.in_channels, torch)
+    if isinstance(weights, Path):
+        _load_state(net, weights, embedder, torch)
+    return net
+
+
+def _architecture(arch: str, *, imagenet: bool, torch: Any) -> Any:
+    import torchvision
+
+    if arch == "r3d_18":
+        from torchvision.models import video
+
+        return video.r3d_18(weights=video.R3D_18_Weights.DEFAULT if imagenet else None)
+    builder = getattr(torchvision.models, arch)
+    enum = getattr(torchvision.models, _IMAGENET[arch])
+    return builder(weights=enum.DEFAULT if imagenet else None)
+
+
+def _adapt_first_convolution(net: Any, arch: str, channels: int, torch: Any) -> None:
+    """Give the stem convolution ``channels`` inputs; RGB filters kept, extra ones their mean."""
+    holder, name = (net.stem, "0") if arch == "r3d_18" else (net, "conv1")
+    conv = getattr(holder, name) if name != "0" else holder[0]
+    if conv.in_channels == channels:
+        return
+    weight = conv.weight.detach()
+    mean = weight.mean(dim=1, keepdim=True)
+    if channels < 3:
+        new = mean.repeat(1, channels, *(1,) * (weight.ndim - 2)) * (3 / channels)
+    else:
+        new = torch.cat([weight, mean.repeat(1, channels - 3, *(1,) * (weight.ndim - 2))], dim=1)
+    replacement = type(conv)(
+        channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+    )
+    replacement.weight.data = new.clone()
+    if name == "0":
+        holder[0] = replacement
+    else:
+        setattr(holder, name, replacement)
+
+
+def _load_state(net: Any, path: Path, embedder: TorchEmbedder, torch: Any) -> None:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a torch state dict or TorchScript file ({err})") from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"the weights in {path} do not fit {embedder.arch} with {embedder.in_channels} input "
+            f"channels: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(
+            name.endswith("/code/__torch__.py") or "/code/" in name for name in archive.namelist()
+        )
+
+
+def _weights(arch: str, weights: str | Path | None, allow_download: bool) -> Path | str | None:
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        _imagenet_available(arch, allow_download)
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    return path
+
+
+def _imagenet_available(arch: str, allow_download: bool) -> None:
+    import torch
+    import torchvision
+
+    module = torchvision.models.video if arch == "r3d_18" else torchvision.models
+    url = getattr(module, _IMAGENET[arch]).DEFAULT.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file() and not allow_download:
+        raise FileNotFoundError(
+            f"ImageNet weights for {arch} are not in torch's hub cache ({cached} does not exist) "
+            f"and cellscale does not download at run time. Download {url} where there is internet "
+            "and copy it there (or set TORCH_HOME), pass weights=<file>, or pass "
+            "allow_download=True"
+        )
+
+
+def _normalized(batch: np.ndarray, normalize: Any) -> np.ndarray:
+    x = np.asarray(batch, dtype=np.float32)
+    axes = tuple(range(2, x.ndim))
+    if normalize == "per-crop":
+        mean = x.mean(axis=axes, keepdims=True)
+        std = x.std(axis=axes, keepdims=True)
+        return (x - mean) / np.where(std > 0, std, 1.0)
+    if normalize == "imagenet":
+        top = np.iinfo(batch.dtype).max if batch.dtype.kind in "ui" else 1.0
+        x = x / top
+        normalize = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    if isinstance(normalize, tuple):
+        shape = (1, -1, *(1,) * (x.ndim - 2))
+        means = np.asarray(normalize[0], np.float32).reshape(shape)
+        stds = np.asarray(normalize[1], np.float32).reshape(shape)
+        return (x - means) / stds
+    return x
+
+
+def _resized(torch: Any, x: Any, size: int) -> Any:
+    from torch.nn import functional
+
+    if x.ndim == 4:
+        return functional.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    n, c, z = x.shape[:3]
+    planes = x.transpose(1, 2).reshape(n * z, c, *x.shape[3:])
+    planes = functional.interpolate(
+        planes, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return planes.reshape(n, z, c, size, size).transpose(1, 2)
+
+
+def _qualname(factory: Callable[[], Any]) -> str:
+    return (
+        f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', repr(factory))}"
+    )

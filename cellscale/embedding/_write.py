@@ -1,0 +1,66 @@
+"""Embeddings on disk: ``(cell, feature)`` float32, uncompressed, row-chunked, resumable.
+
+Stored without a codec and chunked along cells over all features, so the profile stage
+(:class:`cellscale.PCA`, the normalisers) reads their chunk files straight into its buffers.
+The model name, weights hash, layer and preprocessing are in the array's attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from cellscale._stages import Fingerprint
+from cellscale.io._rows import BOOKS, write_rows
+from cellscale.plate import LINEAGE
+
+__all__ = ["write_embeddings"]
+
+
+def write_embeddings(
+    embeddings: xr.DataArray,
+    path: str | Path,
+    *,
+    chunk_cells: int = 16384,
+    overwrite: bool = False,
+    client: Any = None,
+    progress: bool = True,
+    compute: bool = True,
+) -> Any:
+    """Write :func:`cellscale.embed`'s output to a Zarr array at ``path``, chunk by chunk.
+
+    Each chunk of ``chunk_cells`` rows is one task recorded in a ledger, so an interrupted
+    write resumes; embeddings from another model or other crops are refused unless
+    ``overwrite``. ``zarr.open_array(path)`` gives the array; its ``cell_id`` is in
+    ``path/.cellscale/cell_id``.
+    """
+    path = Path(path)
+    rows = max(1, min(int(chunk_cells), embeddings.shape[0]))
+    model = dict(embeddings.attrs.get("model", {}))
+    fingerprint = Fingerprint(
+        stage="embeddings",
+        inputs={"lineage": embeddings.attrs.get(LINEAGE, []), "data": embeddings.data.name},
+        parameters={"chunk_cells": rows},
+    )
+    result = write_rows(
+        embeddings.data.astype(np.float32),
+        path,
+        fingerprint=fingerprint,
+        attrs={"model": model, "dims": ["cell", "feature"]},
+        chunk_rows=rows,
+        compressors=None,
+        stage="write-embeddings",
+        overwrite=overwrite,
+        client=client,
+        progress=progress,
+        compute=compute,
+    )
+    books = zarr.open_group(str(path / BOOKS), mode="r+")
+    books.create_array(
+        "cell_id", data=np.asarray(embeddings.coords["cell_id"].values), overwrite=True
+    )
+    return result
