@@ -135,6 +135,9 @@ def embed_blocks(embedder: Embedder, blocks: list[np.ndarray], cell_ids: np.ndar
     if n == 0:
         return out
     size = embedder.batch_size
+    load = getattr(embedder, "load", None)
+    if load is not None:
+        load()  # in the task's own thread, before the prefetching one starts
     prepare = getattr(embedder, "prepare_batch", None)
     run = getattr(embedder, "run_batch", None)
     starts = range(0, n, size)

@@ -167,6 +167,10 @@ class TorchEmbedder(EmbedderBase):
         """Features ``(n, n_features)`` float32 of a batch ``(n, in_channels, [z,] y, x)``."""
         return self.run_batch(self.prepare_batch(batch))
 
+    def load(self) -> None:
+        """Build the network in this process now (it is built once per process)."""
+        _load(self)
+
     def prepare_batch(self, batch: np.ndarray) -> Any:
         """A batch normalised, resized and on the device (run on a CPU thread ahead of time)."""
         return _load(self).prepare(batch)

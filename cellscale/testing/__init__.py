@@ -4,9 +4,12 @@
 phenotypes follow a plate map; :func:`synthetic_labels`, :func:`synthetic_cells` and
 :func:`synthetic_focal_planes` give its ground truth, and
 :func:`write_synthetic_plate` streams one to an OME-Zarr store for plates larger than
-memory. :class:`SegmenterTests` is the conformance suite every segmenter passes.
+memory. :class:`SegmenterTests` and :class:`EmbedderTests` are the conformance suites every
+segmenter and embedder passes; :mod:`cellscale.testing.networks` holds small torch networks
+for tests.
 """
 
+from cellscale.testing._embedder_tests import EmbedderTests
 from cellscale.testing._model import CellModel
 from cellscale.testing._platemap import (
     DEFAULT_CONCENTRATIONS,
@@ -26,6 +29,7 @@ __all__ = [
     "DTYPES",
     "PLATE_FORMATS",
     "CellModel",
+    "EmbedderTests",
     "SegmenterTests",
     "blob_field",
     "default_plate_map",
