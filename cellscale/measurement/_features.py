@@ -98,7 +98,7 @@ def shape_features(labels: np.ndarray, compartment: str, n: int) -> pd.DataFrame
     --------
     >>> square = np.zeros((8, 8), np.uint32); square[2:6, 2:6] = 1
     >>> row = shape_features(square, "nuclei", 1).iloc[0]
-    >>> row["Nuclei_AreaShape_Area"], row["Nuclei_AreaShape_Center_X"]
+    >>> float(row["Nuclei_AreaShape_Area"]), float(row["Nuclei_AreaShape_Center_X"])
     (16.0, 3.5)
     """
     names = _SHAPE_2D if labels.ndim == 2 else _SHAPE_3D
