@@ -40,3 +40,31 @@ def test_ingest_project_and_info(
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
+
+
+def test_verify_reports_repairs_and_exits_non_zero_on_damage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cellscale.testing import write_synthetic_plate
+
+    write_synthetic_plate(tmp_path / "p.zarr", wells=2, fields=1, shape=(32, 32))
+    assert main(["verify", str(tmp_path / "p.zarr")]) == 0
+    assert "all 2 complete units are intact" in capsys.readouterr().out
+    chunk = next(
+        p for p in (tmp_path / "p.zarr" / "A" / "02" / "1" / "0" / "c").rglob("*") if p.is_file()
+    )
+    chunk.unlink()
+    assert main(["verify", str(tmp_path / "p.zarr"), "--no-repair"]) == 1
+    assert "1 of 2 complete units are damaged, left marked" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "p.zarr")]) == 1
+    assert "unmarked: write the plate again" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["project", str(tmp_path / "missing.zarr"), str(tmp_path / "out.zarr")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cellscale project: error:") and "missing.zarr" in err
+    with pytest.raises(Exception, match=r"missing\.zarr"):
+        main(["--debug", "project", str(tmp_path / "missing.zarr"), str(tmp_path / "out.zarr")])

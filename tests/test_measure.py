@@ -190,3 +190,18 @@ def test_cp_measure_feature_sets_are_added_per_compartment_and_channel(store: Pa
     assert table.loc[sizable, "Nuclei_AreaShape_Zernike_2_0_nuclei"].notna().all()
     with pytest.raises(ValueError, match="cp_measure sets are"):
         measure(labels, plate, cp_measure=["haralick"]).compute()
+
+
+def test_cell_ids_cannot_overflow_on_the_largest_plates() -> None:
+    from cellscale.cells import cell_offsets
+    from cellscale.plate import MAX_FIELD_PIXELS
+
+    # 1536 wells x 100 fields x 10 time points, every field full of objects (at most one
+    # per pixel, so at most MAX_FIELD_PIXELS): the last offset still fits in int64
+    counts = np.full((10, 1536, 100), MAX_FIELD_PIXELS, dtype=np.int64)
+    offsets = cell_offsets(counts)
+    assert offsets.dtype == np.int64
+    assert offsets[-1, -1, -1] == (counts.size - 1) * MAX_FIELD_PIXELS
+    assert int(offsets[-1, -1, -1]) + MAX_FIELD_PIXELS < np.iinfo(np.int64).max
+    with pytest.raises(ValueError, match="cannot be negative"):
+        cell_offsets(np.array([1, -2]))
