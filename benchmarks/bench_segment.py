@@ -50,7 +50,7 @@ def make_plate(path: Path, wells: int, fields: int, size: int) -> Path:
 
 def throughput(plate_path: Path, repeats: int) -> None:
     import cellscale
-    from cellscale.segment import ClassicalSegmenter
+    from cellscale.segmentation import ClassicalSegmenter
 
     plate = cellscale.open_plate(plate_path)
     fields = [
@@ -93,7 +93,7 @@ def cellpose_speed(n_fields: int, size: int, batch_size: int) -> None:
     from cellpose import models
     from cellpose.vit import CPSAM
 
-    from cellscale.segment import CellposeSegmenter
+    from cellscale.segmentation import CellposeSegmenter
     from cellscale.testing import blob_field
 
     weights = DATA / "random_cpsam.pt"

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "UnitFailure": "cellscale._stages",
     "OutputLockedError": "cellscale._stages",
     "project": "cellscale.ops",
+    "segment": "cellscale.segmentation",
     "measure": "cellscale.measurement",
     "write_cells": "cellscale.measurement",
     "read_cells": "cellscale.measurement",

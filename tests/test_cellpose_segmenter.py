@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("cellpose")
 
-from cellscale.segment._cellpose import CellposeSegmenter, network_loads
+from cellscale.segmentation._cellpose import CellposeSegmenter, network_loads
 from cellscale.testing import SegmenterTests, blob_field
 from cellscale.testing.networks import BlobFlowNet, blob_flow_network
 
@@ -39,7 +39,7 @@ class TestCellposeWithNucleiConforms(SegmenterTests):
 
 
 def _network(segmenter: CellposeSegmenter) -> BlobFlowNet:
-    from cellscale.segment._cellpose import _load
+    from cellscale.segmentation._cellpose import _load
 
     net = _load(segmenter).net
     assert isinstance(net, BlobFlowNet)
@@ -92,7 +92,7 @@ def test_a_required_gpu_that_is_absent_is_a_loud_error() -> None:
         RuntimeError, match=r"a GPU was required \(device='cuda'\) but this process has none"
     ):
         _segmenter(device="cuda")(blob_field((64, 64)))
-    from cellscale.segment._cellpose import _device
+    from cellscale.segmentation._cellpose import _device
 
     assert _device("auto").type == "cpu"
 
@@ -132,7 +132,7 @@ def _recording_network() -> BlobFlowNet:
 
 def test_segment_tags_its_tasks_and_they_run_on_the_gpu_worker() -> None:
     import cellscale
-    from cellscale.segment import segment
+    from cellscale.segmentation import segment
     from cellscale.testing import synthetic_plate
 
     mip = cellscale.project(synthetic_plate(wells=2, fields=2, shape=(64, 64), seed=3), "max")

@@ -14,7 +14,7 @@ import cellscale
 from cellscale.crops import extract_crops, open_crops, write_crops
 from cellscale.measurement import measure
 from cellscale.plate import PlateError
-from cellscale.segment import segment
+from cellscale.segmentation import segment
 from cellscale.testing import synthetic_plate
 from tests.conftest import raise_if_dask_computes
 from tests.test_segment import Threshold

@@ -18,7 +18,7 @@ from cellscale.embedding import embed, write_embeddings
 from cellscale.embedding._torch import TorchEmbedder, model_builds
 from cellscale.io._raw_rows import raw_rows
 from cellscale.measurement import measure
-from cellscale.segment import segment
+from cellscale.segmentation import segment
 from cellscale.testing import EmbedderTests, synthetic_plate
 from tests.test_segment import Threshold
 

@@ -12,7 +12,7 @@ import cellscale
 from cellscale._stages import StaleOutputError
 from cellscale.io._chunks import DamagedChunkError
 from cellscale.plate import PlateError
-from cellscale.segment import segment
+from cellscale.segmentation import segment
 from cellscale.testing import write_synthetic_plate
 from tests.test_segment import Threshold
 

@@ -13,7 +13,7 @@ import cellscale
 from cellscale._stages import StaleOutputError
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, check_cell_table, feature_column
 from cellscale.measurement import measure, read_cells, well_summary, write_cells
-from cellscale.segment import SegmenterBase, segment
+from cellscale.segmentation import SegmenterBase, segment
 from cellscale.testing import write_synthetic_plate
 from tests.test_segment import Threshold
 

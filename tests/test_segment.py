@@ -9,7 +9,7 @@ from scipy import ndimage
 
 import cellscale
 from cellscale.plate import MAX_FIELD_PIXELS, PlateError
-from cellscale.segment import SegmenterBase, relabel_consecutive, segment
+from cellscale.segmentation import SegmenterBase, relabel_consecutive, segment
 from cellscale.testing import SegmenterTests, synthetic_plate
 from tests.conftest import raise_if_dask_computes
 
@@ -53,7 +53,7 @@ def _eager(mip, exclude_border: bool = True) -> np.ndarray:
         for f in range(3):
             labels = segmenter(mip.isel(t=0, well=w, field=f).values[[0]])
             if exclude_border:
-                from cellscale.segment._border import drop_border_objects
+                from cellscale.segmentation._border import drop_border_objects
 
                 labels, _ = drop_border_objects(labels)
             out[0, w, f] = labels[0]

@@ -86,7 +86,11 @@ def extract_crops(
         table = _drop_clipped(table, centre_columns, box, spatial)
         fields = _fields(table, plate, labels, check=False)
     images = _field_images(plate)
-    label_data = labels[label_name].data if mask != "none" and labels is not None else None
+    label_data = None
+    if mask != "none" and labels is not None:
+        label_data = labels[label_name].data
+        if not isinstance(label_data, da.Array):
+            label_data = da.from_array(label_data, chunks=(1, 1, 1, *label_data.shape[3:]))
     out_dtype = (
         np.dtype(dtype)
         if dtype is not None

@@ -258,15 +258,18 @@ def _set_up(
     for array in ("counts", "border_dropped"):
         group.create_array(array, shape=units, chunks=(1, 1, 1), dtype="int64", fill_value=0)
     spatial = labels[name].shape[3:]
-    arrays = _create_label_images(root, layout, name, spatial, overwrite=True)
+    arrays = _create_label_images(root, layout, name, spatial)
     group.attrs.put({"ndim": len(spatial), "fingerprint": fingerprint.to_json()})
     return _Books(group, arrays)
 
 
 def _create_label_images(
-    root: zarr.Group, layout: PlateLayout, name: str, spatial: tuple[int, ...], overwrite: bool
+    root: zarr.Group, layout: PlateLayout, name: str, spatial: tuple[int, ...]
 ) -> dict[tuple[str, int], zarr.Array]:
-    """Every field's ``labels/<name>`` NGFF label image, in one concurrent call."""
+    """Every field's ``labels/<name>`` NGFF label image, in one concurrent call.
+
+    Label images of other names stay; an older ``labels/<name>`` is deleted first.
+    """
     fields = _present(layout)
     image = root[f"{field_image_path(*fields[0])}"]
     assert isinstance(image, zarr.Group)
@@ -313,20 +316,38 @@ def _create_label_images(
         if zarr_format == 3
         else {"labels": names}
     )
+    bases = [f"{field_image_path(well, field)}/labels" for well, field in fields]
+    listed = isinstance(image.get("labels"), zarr.Group)
+    if listed:
+        _for_each(bases, lambda base: _drop_label_image(root, base, name, listing))
     nodes: dict[str, Any] = {}
     keys = {}
-    for well, field in fields:
-        base = f"{field_image_path(well, field)}/labels"
-        nodes[base] = GroupMetadata(attributes=listing, zarr_format=zarr_format)
+    for (well, field), base in zip(fields, bases, strict=True):
+        if not listed:
+            nodes[base] = GroupMetadata(attributes=listing, zarr_format=zarr_format)
         nodes[f"{base}/{name}"] = GroupMetadata(attributes=label_attrs, zarr_format=zarr_format)
         nodes[f"{base}/{name}/0"] = template.metadata
         keys[f"{base}/{name}/0"] = (well, field)
-    created = zarr.create_hierarchy(store=root.store, nodes=nodes, overwrite=overwrite)
+    created = zarr.create_hierarchy(store=root.store, nodes=nodes)
     return {
         keys[k]: node.with_config(WRITE_CONFIG)
         for k, node in created
         if k in keys and isinstance(node, zarr.Array)
     }
+
+
+def _drop_label_image(root: zarr.Group, base: str, name: str, listing: dict[str, Any]) -> None:
+    """Delete an older ``labels/<name>`` of one field and list the label images it will have."""
+    group = root[base]
+    assert isinstance(group, zarr.Group)
+    if name in group:
+        del group[name]
+    group.attrs.put(listing)
+
+
+def _for_each(items: Sequence[Any], work: Any) -> None:
+    with ThreadPoolExecutor(_SETUP_THREADS) as pool:
+        list(pool.map(work, items))
 
 
 def _label_list(image: zarr.Group, name: str) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellscale.segment._protocol import Segmenter, check_labels
+from cellscale.segmentation._protocol import Segmenter, check_labels
 
 __all__ = ["SegmenterTests", "blob_field"]
 

@@ -1,6 +1,6 @@
 """Segmentation: the segmenter seam, a classical CPU segmenter, cellpose on GPU workers.
 
-``cellscale.segment.segment`` (also ``cellscale.segment`` at the top level) turns a plate
+``cellscale.segmentation.segment`` (also ``cellscale.segment`` at the top level) turns a plate
 into lazy labels. Implementations are imported when first used, so importing this
 package never imports torch or cellpose.
 """
@@ -11,13 +11,13 @@ import importlib
 from typing import Any
 
 from cellscale.plate import MAX_FIELD_PIXELS
-from cellscale.segment._api import segment
-from cellscale.segment._protocol import Segmenter, SegmenterBase, relabel_consecutive
+from cellscale.segmentation._api import segment
+from cellscale.segmentation._protocol import Segmenter, SegmenterBase, relabel_consecutive
 
 _LAZY = {
-    "ClassicalSegmenter": "cellscale.segment._classical",
-    "estimate_diameter": "cellscale.segment._classical",
-    "CellposeSegmenter": "cellscale.segment._cellpose",
+    "ClassicalSegmenter": "cellscale.segmentation._classical",
+    "estimate_diameter": "cellscale.segmentation._classical",
+    "CellposeSegmenter": "cellscale.segmentation._cellpose",
 }
 
 __all__ = [
@@ -35,5 +35,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'cellscale.segment' has no attribute {name!r}")
+        raise AttributeError(f"module 'cellscale.segmentation' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

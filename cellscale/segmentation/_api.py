@@ -23,8 +23,8 @@ from cellscale.plate import (
     plate_map_columns,
     spatial_plate,
 )
-from cellscale.segment._border import drop_border_objects
-from cellscale.segment._protocol import Segmenter, check_labels
+from cellscale.segmentation._border import drop_border_objects
+from cellscale.segmentation._protocol import Segmenter, check_labels
 
 __all__ = ["segment"]
 
@@ -50,9 +50,9 @@ def segment(
         A projected plate ``(t, well, field, c, y, x)`` (or one with a single Z plane), or
         with ``do_3d=True`` a plate with Z stacks.
     method
-        ``"classical"`` (:class:`~cellscale.segment.ClassicalSegmenter`, CPU),
-        ``"cellpose"`` (:class:`~cellscale.segment.CellposeSegmenter`, GPU-tagged), or any
-        object following the :class:`~cellscale.segment.Segmenter` seam.
+        ``"classical"`` (:class:`~cellscale.segmentation.ClassicalSegmenter`, CPU),
+        ``"cellpose"`` (:class:`~cellscale.segmentation.CellposeSegmenter`, GPU-tagged), or any
+        object following the :class:`~cellscale.segmentation.Segmenter` seam.
     channel
         The channel to segment (name or position): the nuclear stain for nuclei, a
         cytoplasm or membrane stain for cells.
@@ -111,11 +111,11 @@ def _resolve(method: str | Segmenter, with_nuclei: bool, **options: Any) -> Segm
             raise TypeError(f"options {sorted(options)} only apply to a named method")
         return method
     if method == "classical":
-        from cellscale.segment._classical import ClassicalSegmenter
+        from cellscale.segmentation._classical import ClassicalSegmenter
 
         return ClassicalSegmenter(compartment="cells" if with_nuclei else "nuclei", **options)
     if method == "cellpose":
-        from cellscale.segment._cellpose import CellposeSegmenter
+        from cellscale.segmentation._cellpose import CellposeSegmenter
 
         return CellposeSegmenter(**options)
     raise ValueError(f"method must be 'classical', 'cellpose' or a segmenter, got {method!r}")

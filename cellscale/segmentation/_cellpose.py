@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cellscale._files import file_sha256
-from cellscale.segment._protocol import SegmenterBase, relabel_consecutive
+from cellscale.segmentation._protocol import SegmenterBase, relabel_consecutive
 
 __all__ = ["CellposeSegmenter", "network_loads"]
 
@@ -51,7 +51,7 @@ class CellposeSegmenter(SegmenterBase):
     diameter
         Expected object diameter in pixels: fields are rescaled so objects are 30 px, as
         cellpose does. ``None``: no rescaling (cellpose 4's default); ``0``: estimated per
-        field with :func:`cellscale.segment.estimate_diameter`.
+        field with :func:`cellscale.segmentation.estimate_diameter`.
     flow_threshold, cellprob_threshold, min_size
         Cellpose's mask thresholds (``flow_threshold=0`` keeps every mask).
     batch_size
@@ -159,7 +159,7 @@ class CellposeSegmenter(SegmenterBase):
             return 1.0
         diameter = float(self.diameter)
         if diameter == 0:
-            from cellscale.segment._classical import estimate_diameter
+            from cellscale.segmentation._classical import estimate_diameter
 
             diameter = float(estimate_diameter(image[-1]))
             if not np.isfinite(diameter) or diameter <= 0:
