@@ -199,7 +199,7 @@ def main() -> None:
     rows = [
         ("os.walk + os.stat of every file (baseline)", floor["seconds"], floor["rss_mb"]),
         (
-            "fingerprint: names digest + stats + unit tokens",
+            "fingerprint steps of read_tiff_plate: digest, stats, tokens",
             fingerprint["fingerprint_only"],
             fingerprint["rss_mb"],
         ),

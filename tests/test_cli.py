@@ -21,6 +21,14 @@ def test_demo_writes_plates_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     plate = cellscale.open_plate(out / "plate.zarr")
     assert dict(plate.sizes) == {"t": 2, "well": 2, "field": 1, "z": 6, "c": 3, "y": 96, "x": 96}
     assert cellscale.open_plate(out / "plate_max.zarr").sizes["z"] == 1
+    cells = cellscale.read_cells(out / "cells.parquet").compute()
+    assert len(cells) > 0 and "Cells_AreaShape_FormFactor" in cells.columns
+    import zarr
+
+    embeddings = zarr.open_array(str(out / "embeddings.zarr"), mode="r")
+    assert embeddings.shape == (len(cells), 512)
+    assert "per well and time point: cells" in printed and "PCA of the 512-d" in printed
+    assert main([*args, "--workers", "1"]) == 0  # a rerun resumes: every output is complete
 
 
 @pytest.mark.realdata

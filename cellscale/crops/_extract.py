@@ -13,7 +13,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale.cells import CELL_ID, compartment_prefix
-from cellscale.crops._cut import MASKS, cut_field
+from cellscale.crops._cut import MASKS, box_starts, cut_field
 from cellscale.plate import LINEAGE, PlateError, add_lineage, as_plate
 
 __all__ = ["extract_crops"]
@@ -110,13 +110,15 @@ def extract_crops(
     for i, (unit, rows) in enumerate(fields):
         centres = rows[centre_columns].to_numpy(np.float64)
         ids = rows["Metadata_ObjectNumber"].to_numpy(np.int64)
-        image_key = (images.name, *unit, *(0,) * (images.ndim - 3))
+        image_keys = [
+            (images.name, *unit, c, *(0,) * (images.ndim - 4)) for c in range(images.shape[3])
+        ]
         label_key = (
             None if label_data is None else (label_data.name, *unit, *(0,) * (label_data.ndim - 3))
         )
         layer[(name, i, 0, *(0,) * len(box))] = (
             _crop_task,
-            image_key,
+            image_keys,
             label_key,
             centres,
             ids,
@@ -272,8 +274,7 @@ def _check_ids(
 def _clipped(
     rows: pd.DataFrame, columns: list[str], box: tuple[int, ...], spatial: tuple[int, ...]
 ) -> np.ndarray:
-    centres = rows[columns].to_numpy(np.float64)
-    starts = np.floor(centres + 0.5).astype(np.int64) - np.asarray(box) // 2
+    starts = box_starts(rows[columns].to_numpy(np.float64), box).reshape(-1, len(box))
     return ((starts < 0) | (starts + np.asarray(box) > np.asarray(spatial))).any(axis=1)
 
 
@@ -284,17 +285,17 @@ def _drop_clipped(
 
 
 def _field_images(plate: xr.DataArray) -> da.Array:
-    """``(t, well, field, c, [z,] y, x)`` with every channel of a field in one chunk."""
+    """``(t, well, field, c, [z,] y, x)``, one chunk per image (channels are cut one by one)."""
     if "z" in plate.dims and plate.sizes["z"] > 1:
         plate = plate.transpose("t", "well", "field", "c", "z", "y", "x")
     elif "z" in plate.dims:
         plate = plate.isel(z=0, drop=True)
     data = plate.data
-    return data.rechunk(tuple(1 if i < 3 else -1 for i in range(data.ndim)))
+    return data.rechunk(tuple(1 if i < 4 else -1 for i in range(data.ndim)))
 
 
 def _crop_task(
-    image: np.ndarray,
+    channels: list[np.ndarray],
     labels: np.ndarray | None,
     centres: np.ndarray,
     ids: np.ndarray,
@@ -303,12 +304,12 @@ def _crop_task(
     sigma: float,
     dtype: str,
 ) -> np.ndarray:
-    field = np.asarray(image)[0, 0, 0]
+    planes = [np.asarray(block)[0, 0, 0, 0] for block in channels]
     label_field = None if labels is None else np.asarray(labels)[0, 0, 0]
-    if label_field is not None and label_field.ndim < field.ndim - 1:
-        label_field = np.broadcast_to(label_field, field.shape[1:])  # 2D labels, 3D crops
+    if label_field is not None and label_field.ndim < planes[0].ndim:
+        label_field = np.broadcast_to(label_field, planes[0].shape)  # 2D labels, 3D crops
     crops, _ = cut_field(
-        field,
+        planes,
         centres,
         box,
         labels=label_field,
