@@ -15,6 +15,11 @@ Crops (``crop`` × ``crop``, no mask), cells per second:
   and slice the box;
 - ``in-memory slicing``: every field already in memory as NumPy, each box sliced (the floor:
   no reading at all);
+- ``zarr read ..., then slicing``: each field read through zarr once, its boxes sliced (one
+  thread);
+- ``chunk files decoded, then cut_field``: each field's chunk files decoded as
+  ``extract_crops`` reads them, its crops cut (one thread); as many times that rate as the
+  machine has cores bounds anything that reads the plate;
 - ``extract_crops``: from the on-disk plate, computed on the local threaded scheduler, every
   field's crops as their own array as in the baselines (the graph is built before the
   timing; its cost is printed).
@@ -33,6 +38,7 @@ float32, ``batch-size`` crops per call), cells per second:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import time
@@ -90,10 +96,12 @@ def crops(path: Path, per_field: int, crop: int, repeats: int) -> None:
     import zarr
 
     import cellscale
-    from cellscale.crops import extract_crops
+    from cellscale.crops import cut_field, extract_crops
+    from cellscale.io._chunk_files import read_chunk_file
 
     plate = cellscale.open_plate(path)
     table = cell_table(plate, per_field)
+    columns = ["Nuclei_AreaShape_Center_Y", "Nuclei_AreaShape_Center_X"]
     root = zarr.open_group(str(path), mode="r")
     boxes = (crop, crop)
 
@@ -116,6 +124,12 @@ def crops(path: Path, per_field: int, crop: int, repeats: int) -> None:
             for y, x in np.floor(centres + 0.5).astype(int) - half:
                 image[:, max(y, 0) : y + crop, max(x, 0) : x + crop].copy()
 
+    def decode_and_cut() -> None:
+        for (well, field), rows in table.groupby(["Metadata_Well", "Metadata_Site"], sort=False):
+            array = root[f"{str(well)[0]}/{str(well)[1:]}/{field}/0"]
+            planes = [read_chunk_file(array, (0, c, 0, 0, 0))[0, 0, 0] for c in range(2)]
+            cut_field(planes, rows[columns].to_numpy(), boxes)
+
     def read_and_slice() -> None:
         for (well, field), rows in table.groupby(["Metadata_Well", "Metadata_Site"], sort=False):
             image = root[f"{str(well)[0]}/{str(well)[1:]}/{field}/0"][0, :, 0]
@@ -124,11 +138,13 @@ def crops(path: Path, per_field: int, crop: int, repeats: int) -> None:
             for y, x in np.floor(centres + 0.5).astype(int) - half:
                 image[:, max(y, 0) : y + crop, max(x, 0) : x + crop].copy()
 
+    cores = os.cpu_count() or 1
     n = len(table)
     sample = table.iloc[: max(1, n // 20)]  # the per-cell loop is slow: time a twentieth of it
     loop_rate = _median_rate(len(sample), lambda: _loop_on(sample, root, boxes), repeats)
     floor = _median_rate(n, in_memory, repeats)
     read_floor = _median_rate(n, read_and_slice, repeats)
+    decode_floor = _median_rate(n, decode_and_cut, repeats)
     start = time.perf_counter()
     lazy = extract_crops(cellscale.open_plate(path), table, size=crop)
     build = time.perf_counter() - start
@@ -138,9 +154,13 @@ def crops(path: Path, per_field: int, crop: int, repeats: int) -> None:
     print(f"  in-memory slicing (the floor)          {floor:10.0f} cells/s")
     print(f"  zarr read of each field, then slicing  {read_floor:10.0f} cells/s  (1 thread)")
     print(
+        f"  chunk files decoded, then cut_field    {decode_floor:10.0f} cells/s  (1 thread; "
+        f"{cores} cores at most {cores * decode_floor / floor:.3f}x the in-memory floor)"
+    )
+    print(
         f"  extract_crops from the on-disk plate   {ours:10.0f} cells/s  "
         f"({ours / loop_rate:.0f}x the loop, {ours / floor:.3f}x the in-memory floor, "
-        f"{ours / read_floor:.2f}x read + slice)"
+        f"{ours / (cores * decode_floor):.2f}x its {cores}-core bound)"
     )
     print(f"  (opening the plate and building the crops' graph: {build:.2f} s, not timed above)")
 

@@ -3,7 +3,9 @@
 zarr reads a chunk that does not exist as the fill value. Where a unit is marked
 complete every one of its chunks was written, so a missing chunk file means the store
 was damaged; :func:`read_image` checks that the chunk exists before reading it and
-names the field, channel and file when it is missing or cannot be decoded.
+names the field, channel and file when it is missing or cannot be decoded. Chunks of the
+layouts :mod:`cellscale.io._chunk_files` decodes are read from their file in the calling
+thread; the rest through zarr.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import zarr
 from zarr.storage import LocalStore
 
 from cellscale._compat import store_key_exists
+from cellscale.io._chunk_files import chunk_of, read_chunk_file, within_chunk
 from cellscale.plate import PlateError
 
-__all__ = ["DamagedChunkError", "chunk_exists", "chunk_location", "read_image"]
+__all__ = ["DamagedChunkError", "chunk_exists", "chunk_location", "read_chunk", "read_image"]
 
 
 class DamagedChunkError(PlateError):
@@ -65,9 +68,30 @@ def read_image(
             f"complete{repair}"
         )
     try:
-        return np.asarray(array[index])
+        return read_chunk(array, index, missing_ok=False)
     except Exception as err:
         raise DamagedChunkError(
             f"{where}: chunk {chunk_location(array, coords)} cannot be decoded "
             f"({type(err).__name__}: {err}){repair}"
         ) from err
+
+
+def read_chunk(
+    array: zarr.Array, index: tuple[int | slice, ...], *, missing_ok: bool = True
+) -> np.ndarray:
+    """``array[index]``, read from the one chunk file it lies in where it does.
+
+    A missing chunk reads as the fill value, as in zarr, unless ``missing_ok`` is false
+    (then :class:`FileNotFoundError`); :func:`read_image` is the strict read.
+    """
+    coords = chunk_of(index, array.chunks, array.shape)
+    relative = None if coords is None else within_chunk(index, coords, array.chunks, array.shape)
+    if coords is None or relative is None:
+        return np.asarray(array[index])
+    try:
+        chunk = read_chunk_file(array, coords)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        chunk = None
+    return np.asarray(array[index]) if chunk is None else chunk[relative]

@@ -16,7 +16,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale._stages import Fingerprint, Ledger
-from cellscale.io._chunks import read_image
+from cellscale.io._chunks import read_chunk, read_image
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
 from cellscale.io._ngff import IMAGE_AXES, ome_attrs
 from cellscale.io._store_setup import FINGERPRINT_KEY, LEDGER_NAME
@@ -305,5 +305,5 @@ def _read_field_image(
 ) -> np.ndarray:
     index = tuple({"t": t, "c": c}.get(axis, slice(None)) for axis in axes)
     if not strict:
-        return np.asarray(array[index]).reshape(block)
+        return read_chunk(array, index).reshape(block)
     return read_image(array, index, (t, c, 0, 0, 0), where).reshape(block)

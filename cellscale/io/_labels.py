@@ -41,7 +41,7 @@ from cellscale._stages import (
     task_key,
     unit_token,
 )
-from cellscale.io._chunks import read_image
+from cellscale.io._chunks import read_chunk, read_image
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._layout import PlateLayout
 from cellscale.io._ngff import IMAGE_AXES, format_for, ome_attrs
@@ -516,6 +516,6 @@ def _read_labels(
 ) -> np.ndarray:
     index = (slice(t, t + 1), slice(0, 1))
     values = (
-        read_image(array, index, (t, 0, 0, 0, 0), where) if strict else np.asarray(array[index])
+        read_image(array, index, (t, 0, 0, 0, 0), where) if strict else read_chunk(array, index)
     )
     return values.reshape(block)
