@@ -1,4 +1,4 @@
-"""The ``cellscale`` command line: the demo, ingest, projection, verification and summaries."""
+"""The ``cellscale`` command line: runs, the demo, ingest, projection, verification, summaries."""
 
 from __future__ import annotations
 
@@ -33,9 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from cellscale._stages import OutputLockedError, StaleOutputError, UnitFailure
+    from cellscale.pipeline._config import ConfigError
     from cellscale.plate import PlateError
 
-    return (PlateError, StaleOutputError, UnitFailure, OutputLockedError, FileNotFoundError)
+    return (
+        PlateError,
+        StaleOutputError,
+        UnitFailure,
+        OutputLockedError,
+        FileNotFoundError,
+        ConfigError,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command")
 
-    demo = commands.add_parser("demo", help="run the demo pipeline on a synthetic plate")
+    run = commands.add_parser(
+        "run", help="run a screen from a config file: plates to profiles and a report, resumably"
+    )
+    run.add_argument("config", type=Path, help="the run's YAML config")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace another run in the output folder"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(run=_run)
+
+    demo = commands.add_parser("demo", help="run the pipeline on a synthetic screen")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
+    demo.add_argument("--plates", type=int, default=2)
     demo.add_argument("--wells", type=int, default=8)
     demo.add_argument("--fields", type=int, default=2)
-    demo.add_argument("--size", type=int, default=512, help="image height and width in pixels")
+    demo.add_argument("--size", type=int, default=384, help="image height and width in pixels")
     demo.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
     demo.set_defaults(run=_demo)
 
@@ -98,12 +117,25 @@ def _write_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _run(args: argparse.Namespace) -> None:
+    from cellscale.demo import _quiet_cluster_logs
+    from cellscale.pipeline import run
+
+    _quiet_cluster_logs()
+    print(run(args.config, overwrite=args.overwrite, progress=not args.no_progress))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from cellscale.demo import DemoSettings, run_demo
 
     run_demo(
         DemoSettings(
-            out=args.out, wells=args.wells, fields=args.fields, size=args.size, workers=args.workers
+            out=args.out,
+            plates=args.plates,
+            wells=args.wells,
+            fields=args.fields,
+            size=args.size,
+            workers=args.workers,
         )
     )
 

@@ -11,24 +11,31 @@ from cellscale.cli import main
 
 
 @pytest.mark.slow
-def test_demo_writes_plates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_the_pipeline_and_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--wells", "2", "--fields", "1", "--size", "96"]
-    assert main([*args, "--workers", "1"]) == 0
+    args = ["demo", "--out", str(out), "--plates", "1", "--wells", "2", "--fields", "1"]
+    args += ["--size", "128", "--workers", "1"]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "dashboard" in printed
-    assert "best focus: the sharpest plane found is the true focal plane" in printed
-    plate = cellscale.open_plate(out / "plate.zarr")
-    assert dict(plate.sizes) == {"t": 2, "well": 2, "field": 1, "z": 6, "c": 3, "y": 96, "x": 96}
-    assert cellscale.open_plate(out / "plate_max.zarr").sizes["z"] == 1
-    cells = cellscale.read_cells(out / "cells.parquet").compute()
+    assert "screen: 1 plate(s), 2 wells, 2 fields" in printed
+    assert f"report: {out / 'report' / 'index.html'}" in printed
+    assert "per condition (means of wells)" in printed
+    folder = out / "plates" / "demo-1"
+    plate = cellscale.open_plate(folder / "raw.zarr")
+    assert dict(plate.sizes) == {"t": 2, "well": 2, "field": 1, "z": 6, "c": 3, "y": 128, "x": 128}
+    assert cellscale.open_plate(folder / "projected.zarr").sizes["z"] == 1
+    cells = cellscale.read_cells(folder / "cells.parquet").compute()
     assert len(cells) > 0 and "Cells_AreaShape_FormFactor" in cells.columns
     import zarr
 
-    embeddings = zarr.open_array(str(out / "embeddings.zarr"), mode="r")
+    embeddings = zarr.open_array(str(folder / "embeddings.zarr"), mode="r")
     assert embeddings.shape == (len(cells), 512)
-    assert "per well and time point: cells" in printed and "PCA of the 512-d" in printed
-    assert main([*args, "--workers", "1"]) == 0  # a rerun resumes: every output is complete
+    assert (out / "report" / "index.html").is_file()
+    assert main(args) == 0  # a rerun resumes: every output is complete
+    assert "finished before, checked" in capsys.readouterr().out
 
 
 @pytest.mark.realdata

@@ -59,8 +59,9 @@ def write_embeddings(
         progress=progress,
         compute=compute,
     )
+    ids = np.asarray(embeddings.coords["cell_id"].values)
     books = zarr.open_group(str(path / BOOKS), mode="r+")
-    books.create_array(
-        "cell_id", data=np.asarray(embeddings.coords["cell_id"].values), overwrite=True
-    )
+    stored = books.get("cell_id")
+    if not isinstance(stored, zarr.Array) or not np.array_equal(stored[:], ids):
+        books.create_array("cell_id", data=ids, overwrite=True)  # a resumed write keeps it
     return result

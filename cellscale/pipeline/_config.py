@@ -1,0 +1,349 @@
+"""A run's configuration: the screen's plates and each stage's settings, checked on load.
+
+A config is a dict, a YAML file or a :class:`RunConfig`. Every section is a frozen
+dataclass; keys are checked against its fields, so a misspelt key is an error that
+suggests the key it resembles, a value of the wrong type names its place in the file,
+and every setting left out takes the default shown here.
+
+Examples
+--------
+>>> config = load_config({"output": "screen", "plates": [{"name": "P1", "synthetic": {}}],
+...                       "segment": {"channel": "cytoplasm"}})
+>>> config.plates[0].synthetic.wells, config.crops.mask
+(8, 'soft')
+>>> load_config({"output": "screen", "plates": [], "segmnet": {}})
+Traceback (most recent call last):
+...
+cellscale.pipeline._config.ConfigError: config: unknown key 'segmnet'; did you mean 'segment'?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cellscale.crops._cut import MASKS
+
+__all__ = [
+    "ClusterConfig",
+    "ConfigError",
+    "CropsConfig",
+    "EmbedConfig",
+    "MeasureConfig",
+    "PCAConfig",
+    "PlateConfig",
+    "ProfilesConfig",
+    "ProjectConfig",
+    "ReportConfig",
+    "RunConfig",
+    "SegmentConfig",
+    "SyntheticSource",
+    "as_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be run: it names the key at fault."""
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """A synthetic plate (:func:`cellscale.testing.synthetic_plate`) with a dose series."""
+
+    wells: int = 8
+    fields: int = 2
+    timepoints: int = 1
+    planes: int = 4
+    channels: tuple[str, ...] = ("nuclei", "cytoplasm")
+    size: int = 256
+    cells_per_field: float = 25.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PlateConfig:
+    """One plate of the screen: a vendor TIFF folder (or a synthetic plate) and its metadata.
+
+    ``metadata`` holds plate-level values (timepoint, replicate, batch …); they become
+    ``Metadata_<key>`` columns of the cell table and the profiles.
+    """
+
+    name: str
+    folder: str | None = None
+    pattern: str = "imagexpress"
+    plate_map: str | None = None
+    synthetic: SyntheticSource | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.folder is None) == (self.synthetic is None):
+            raise ConfigError(f"plate {self.name!r}: give exactly one of 'folder' and 'synthetic'")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ConfigError(f"plate name {self.name!r} cannot name a folder")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the run computes: ``kind`` and options of :func:`cellscale.start_cluster`."""
+
+    kind: str = "local"
+    n_workers: int | None = None
+    gpu_workers: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choose("cluster.kind", self.kind, ("local", "slurm"))
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Z projection (:func:`cellscale.project`)."""
+
+    method: str = "max"
+    focus_channel: str | None = None
+
+    def __post_init__(self) -> None:
+        _choose("project.method", self.method, ("max", "mean", "middle", "best_focus"))
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Segmentation (:func:`cellscale.segment`); ``options`` go to the segmenter."""
+
+    channel: str | None = None
+    method: str = "classical"
+    nuclei_channel: str | None = None
+    exclude_border: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choose("segment.method", self.method, ("classical", "cellpose"))
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Per-cell measurement (:func:`cellscale.write_cells`)."""
+
+    intensity: bool = True
+
+
+@dataclass(frozen=True)
+class CropsConfig:
+    """Single-cell crops (:func:`cellscale.extract_crops`)."""
+
+    size: int = 64
+    mask: str = "soft"
+    border: str = "pad"
+
+    def __post_init__(self) -> None:
+        _choose("crops.mask", self.mask, MASKS)
+        _choose("crops.border", self.border, ("pad", "drop"))
+        if self.size < 4:
+            raise ConfigError(f"crops.size must be at least 4 pixels, got {self.size}")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """CNN embeddings (:func:`cellscale.embed`).
+
+    Without ``weights`` the network is randomly initialised from ``seed`` (nothing is
+    downloaded); give a state dict or TorchScript file to use trained weights.
+    """
+
+    model: str = "resnet18"
+    weights: str | None = None
+    layer: str = "avgpool"
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choose("embed.device", self.device, ("auto", "cuda", "cpu"))
+
+
+@dataclass(frozen=True)
+class PCAConfig:
+    """Exact PCA of the embeddings (:class:`cellscale.PCA`)."""
+
+    n_components: int = 10
+
+
+@dataclass(frozen=True)
+class ProfilesConfig:
+    """Normalisation against controls and aggregation into per-well profiles.
+
+    ``controls`` is a query on the cell table (``"Metadata_treatment == 'DMSO'"``);
+    ``None`` normalises against all cells. Normalisation is per plate unless
+    ``per_plate`` is false.
+    """
+
+    controls: str | None = None
+    normalize: str = "standardize"
+    per_plate: bool = True
+    by: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well")
+
+    def __post_init__(self) -> None:
+        _choose("profiles.normalize", self.normalize, ("standardize", "robustize", "none"))
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the HTML report shows."""
+
+    overlays_per_condition: int = 1
+    crops_per_gallery: int = 16
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: where its outputs go, the screen's plates and every stage's settings."""
+
+    output: str
+    plates: tuple[PlateConfig, ...]
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def __post_init__(self) -> None:
+        names = [p.name for p in self.plates]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"plates: the names {repeated} are used more than once")
+
+
+def load_config(source: RunConfig | Mapping[str, Any] | str | os.PathLike[str]) -> RunConfig:
+    """A checked :class:`RunConfig` from a config object, a dict or a YAML file.
+
+    Relative paths in a YAML file (``output``, plate folders and maps, weights) are
+    relative to the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown key (with the key it resembles), a missing required key, a value
+        of the wrong type or an option that does not exist.
+    """
+    if isinstance(source, RunConfig):
+        return source
+    if isinstance(source, Mapping):
+        return _build(RunConfig, source, "config")
+    path = Path(source)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    config = _build(RunConfig, data, str(path))
+    return _relative_to(config, path.parent)
+
+
+def as_dict(config: Any) -> Any:
+    """The config as plain JSON-ready values (tuples become lists)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: as_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, Mapping):
+        return {str(k): as_dict(v) for k, v in config.items()}
+    if isinstance(config, list | tuple):
+        return [as_dict(v) for v in config]
+    return config
+
+
+def _choose(where: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(
+            f"{where} must be one of {list(options)}, got {value!r}{_hint(value, options)}"
+        )
+
+
+def _hint(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _build(cls: type, data: Any, where: str, prefix: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from the mapping ``data``, checked.
+
+    ``where`` names the mapping in errors (the file, or the key path of a section);
+    ``prefix`` is the key path its own keys are named with.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = f"; known keys: {sorted(fields)}"
+            hint = _hint(str(key), fields)
+            raise ConfigError(f"{where}: unknown key {key!r}{hint or known}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, spec in fields.items():
+        here = f"{prefix}{name}"
+        if name in data:
+            values[name] = _convert(hints[name], data[name], here)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}: the key {name!r} is required")
+    return cls(**values)
+
+
+def _convert(kind: Any, value: Any, where: str) -> Any:
+    """``value`` as the annotated type ``kind``, or a :class:`ConfigError` naming ``where``."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(inner, value, where)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where, f"{where}.")  # type: ignore[arg-type]
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
+        (item,) = typing.get_args(kind)[:1]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
+        return dict(value)
+    if kind is Any:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _relative_to(config: RunConfig, base: Path) -> RunConfig:
+    def resolve(path: str | None) -> str | None:
+        return None if path is None else str(base / Path(path).expanduser())
+
+    plates = tuple(
+        dataclasses.replace(p, folder=resolve(p.folder), plate_map=resolve(p.plate_map))
+        for p in config.plates
+    )
+    embed = dataclasses.replace(config.embed, weights=resolve(config.embed.weights))
+    return dataclasses.replace(
+        config, output=str(resolve(config.output)), plates=plates, embed=embed
+    )

@@ -1,0 +1,293 @@
+"""The pipeline: a tiny screen through every stage, reruns, changed settings, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+
+import cellscale
+from cellscale.cli import main
+from cellscale.pipeline import ConfigError, load_config, run
+from cellscale.pipeline._manifest import MANIFEST, RunMismatchError
+
+pytestmark = pytest.mark.slow
+
+
+def screen_config(out: Path, **changes: Any) -> dict[str, Any]:
+    """Two tiny synthetic plates of a dose series (one batch each)."""
+    config: dict[str, Any] = {
+        "output": str(out),
+        "plates": [
+            {
+                "name": f"P{i}",
+                "synthetic": {
+                    "wells": 4,
+                    "fields": 1,
+                    "planes": 3,
+                    "size": 128,
+                    "cells_per_field": 10,
+                    "seed": i,
+                },
+                "metadata": {"batch": i},
+            }
+            for i in (1, 2)
+        ],
+        "segment": {"channel": "cytoplasm", "nuclei_channel": "nuclei"},
+        "crops": {"size": 24},
+        "embed": {"batch_size": 16},
+        "pca": {"n_components": 4},
+        "profiles": {"controls": "Metadata_treatment == 'DMSO'"},
+        "report": {"crops_per_gallery": 4},
+    }
+    for section, values in changes.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with cellscale.start_cluster(
+        "local", n_workers=1, gpu_workers=1, processes=False, threads_per_worker=2, quiet=True
+    ) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, client: Any) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("screen") / "run"
+    return out, run(screen_config(out), client=client, progress=False)
+
+
+def _mtimes(folder: Path) -> dict[Path, int]:
+    """When each output file was last written (lock files, touched by every writer, aside)."""
+    return {
+        p: p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and not p.name.endswith(".lock")
+    }
+
+
+def test_a_screen_runs_from_plates_to_report(finished: tuple[Path, Any]) -> None:
+    out, summary = finished
+    assert (summary.plates, summary.wells, summary.fields) == (2, 8, 8)
+    assert summary.cells > 0
+    assert [s.name for s in summary.stages] == [
+        "ingest", "project", "segment", "measure", "embed", "pca", "profiles", "report",
+    ]  # fmt: skip
+    cells = pd.read_parquet(out / "profiles" / "cells.parquet")
+    assert len(cells) == summary.cells
+    assert set(cells["Metadata_Plate"]) == {"P1", "P2"}
+    assert set(cells.groupby("Metadata_Plate")["Metadata_batch"].first()) == {1, 2}
+    assert [f"PC{i}" for i in range(1, 5)] == [c for c in cells.columns if c.startswith("PC")]
+    wells = pd.read_parquet(out / "profiles" / "wells.parquet")
+    assert len(wells) == 8 and set(wells["Metadata_Plate"]) == {"P1", "P2"}
+    # standardised against DMSO per plate: each plate's DMSO cells average zero
+    for plate in ("P1", "P2"):
+        rows = (cells["Metadata_Plate"] == plate).to_numpy()
+        embeddings = zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:]
+        assert embeddings.shape[0] == rows.sum()
+    quality = pd.read_parquet(out / "profiles" / "field_quality.parquet")
+    assert len(quality) == 8 and (quality["focus_score"] > 0).all()
+    html = (out / "report" / "index.html").read_text()
+    assert "P1" in html and "P2" in html and "randomly initialised from seed 0" in html
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["provenance"]["config"]["crops"]["size"] == 24
+    assert "torch" in manifest["provenance"]["versions"]
+    assert all(entry["done"] for entry in manifest["stages"].values())
+    assert f"report: {out / 'report' / 'index.html'}" in str(summary)
+
+
+def test_profiles_are_normalised_per_plate_against_controls(finished: tuple[Path, Any]) -> None:
+    out, _ = finished
+    cells = pd.read_parquet(out / "profiles" / "cells.parquet")
+    for plate in ("P1", "P2"):
+        mine = cells[cells["Metadata_Plate"] == plate].reset_index(drop=True)
+        raw = zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:]
+        control = (mine["Metadata_treatment"] == "DMSO").to_numpy()
+        mean, std = raw[control].mean(0), raw[control].std(0)
+        keep = std > 0
+        normalised = (raw[:, keep] - mean[keep]) / std[keep]
+        wells = pd.read_parquet(out / "profiles" / "wells.parquet")
+        row = wells[(wells["Metadata_Plate"] == plate)].iloc[0]
+        well_rows = (mine["Metadata_Well"] == row["Metadata_Well"]).to_numpy()
+        features = [c for c in wells.columns if not c.startswith("Metadata_")]
+        expected = normalised[well_rows].mean(0)
+        got = row[features].to_numpy(dtype=np.float64)[keep]
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_rerun_recomputes_nothing(finished: tuple[Path, Any], client: Any) -> None:
+    out, _ = finished
+    before = _mtimes(out / "plates") | _mtimes(out / "profiles") | _mtimes(out / "report")
+    summary = run(screen_config(out), client=client, progress=False)
+    statuses = {s.name: s.status for s in summary.stages}
+    assert statuses["segment"] == "finished before, checked"
+    assert statuses["pca"] == statuses["report"] == "skipped: unchanged"
+    after = _mtimes(out / "plates") | _mtimes(out / "profiles") | _mtimes(out / "report")
+    assert after == before
+
+
+def test_a_changed_setting_redoes_its_stage_and_later_ones_only(
+    tmp_path: Path, client: Any
+) -> None:
+    out = tmp_path / "run"
+    config = screen_config(out)
+    config["plates"] = config["plates"][:1]
+    run(config, client=client, progress=False)
+    labels = _mtimes(out / "plates" / "P1" / "projected.zarr")
+    cells = _mtimes(out / "plates" / "P1" / "cells.parquet")
+    config["crops"] = {"size": 16}
+    summary = run(config, client=client, progress=False)
+    statuses = {s.name: s.status for s in summary.stages}
+    assert statuses["measure"] == "finished before, checked"
+    for stage in ("embed", "pca", "profiles", "report"):
+        assert statuses[stage] == "rewritten: settings changed", stage
+    assert _mtimes(out / "plates" / "P1" / "projected.zarr") == labels
+    assert _mtimes(out / "plates" / "P1" / "cells.parquet") == cells
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["provenance"]["config"]["crops"]["size"] == 16
+
+
+def test_an_output_folder_holding_another_run_is_refused(
+    finished: tuple[Path, Any], tmp_path: Path, client: Any
+) -> None:
+    out, _ = finished
+    other = screen_config(out)
+    other["plates"][1]["synthetic"]["seed"] = 7
+    with pytest.raises(RunMismatchError, match=r"holds another run .*plates \['P1', 'P2'\]"):
+        run(other, client=client, progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(RunMismatchError, match="holds no cellscale run"):
+        run(screen_config(tmp_path / "busy"), client=client, progress=False)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_a_wrong_channel_is_named_with_a_suggestion(tmp_path: Path, client: Any) -> None:
+    config = screen_config(tmp_path / "run", segment={"channel": "cytoplasma"})
+    expected = r"segment.channel: .*'cytoplasma'.*did you mean 'cytoplasm'"
+    with pytest.raises(ConfigError, match=expected):
+        run(config, client=client, progress=False)
+
+
+def test_a_missing_weights_file_fails_before_anything_runs(tmp_path: Path) -> None:
+    config = screen_config(tmp_path / "run", embed={"weights": str(tmp_path / "resnet.pt")})
+    with pytest.raises(ConfigError, match=r"resnet\.pt does not exist"):
+        run(config, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"segmnet": {}}, r"unknown key 'segmnet'; did you mean 'segment'\?"),
+        ({"crops": {"szie": 3}}, r"^crops: unknown key 'szie'; did you mean 'size'\?"),
+        ({"crops": {"size": "big"}}, r"crops.size: expected int, got str 'big'"),
+        ({"crops": {"mask": "hrad"}}, r"crops.mask must be one of .*did you mean 'hard'\?"),
+        ({"pca": {"n_components": True}}, r"pca.n_components: expected int, got bool"),
+    ],
+)
+def test_bad_configs_name_the_key(change: dict[str, Any], message: str) -> None:
+    config = {"output": "out", "plates": [{"name": "P1", "synthetic": {}}], **change}
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+def test_plate_configs_are_checked() -> None:
+    with pytest.raises(ConfigError, match="exactly one of 'folder' and 'synthetic'"):
+        load_config({"output": "o", "plates": [{"name": "P1"}]})
+    with pytest.raises(ConfigError, match="used more than once"):
+        load_config({"output": "o", "plates": [{"name": "P", "folder": "a"}] * 2})
+    with pytest.raises(ConfigError, match="the key 'plates' is required"):
+        load_config({"output": "o"})
+
+
+def test_yaml_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "screen.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "output": "results",
+                "plates": [{"name": "P1", "folder": "raw/P1", "plate_map": "map.csv"}],
+                "embed": {"weights": "/models/r50.pt"},
+            }
+        )
+    )
+    config = load_config(path)
+    assert config.output == str(tmp_path / "results")
+    assert config.plates[0].folder == str(tmp_path / "raw" / "P1")
+    assert config.plates[0].plate_map == str(tmp_path / "map.csv")
+    assert config.embed.weights == "/models/r50.pt"
+
+
+def test_cellscale_run_takes_a_yaml_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = screen_config(Path("out"))
+    config["plates"] = config["plates"][:1]
+    config["cluster"] = {"n_workers": 1, "options": {"processes": False}}
+    (tmp_path / "screen.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "screen.yaml"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "dashboard" in printed and "screen: 1 plate(s), 4 wells" in printed
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "ouptut": "x"}))
+    assert main(["run", str(tmp_path / "bad.yaml")]) == 1
+    assert "did you mean 'output'?" in capsys.readouterr().err
+
+
+_DRIVER = """
+import sys, json
+from cellscale.pipeline import run
+run(json.loads(sys.argv[1]), progress=False)
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_outputs(
+    tmp_path: Path, finished: tuple[Path, Any], client: Any
+) -> None:
+    out = tmp_path / "run"
+    config = screen_config(out)
+    config["cluster"] = {"n_workers": 1, "options": {"processes": False}}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, json.dumps(config)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    manifest = out / MANIFEST
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        stages = json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
+        if stages.get("segment/P2", {}).get("done"):
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the run ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    plate1 = _mtimes(out / "plates" / "P1")
+    summary = run(screen_config(out), client=client, progress=False)
+    statuses = [(s.name, s.status) for s in summary.stages]
+    assert ("ingest", "finished before, checked") in statuses
+    assert _mtimes(out / "plates" / "P1") == plate1  # nothing finished was recomputed
+    reference = finished[0]
+    for plate in ("P1", "P2"):
+        np.testing.assert_array_equal(
+            zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:],
+            zarr.open_array(str(reference / "plates" / plate / "embeddings.zarr"))[:],
+        )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "profiles" / "cells.parquet"),
+        pd.read_parquet(reference / "profiles" / "cells.parquet"),
+    )
