@@ -45,6 +45,9 @@ _EXPORTS: dict[str, str] = {
     "robustize": "cellscale.profiles",
     "spherize": "cellscale.profiles",
     "aggregate": "cellscale.profiles",
+    "knn_accuracy": "cellscale.profiles",
+    "run": "cellscale.pipeline",
+    "load_config": "cellscale.pipeline",
     "PlateError": "cellscale.plate",
 }
 

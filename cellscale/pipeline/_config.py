@@ -58,11 +58,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SyntheticSource:
-    """A synthetic plate (:func:`cellscale.testing.synthetic_plate`) with a dose series."""
+    """A synthetic plate (:func:`cellscale.testing.synthetic_plate`) with a dose series.
+
+    ``t_hours`` gives the hours since treatment of its time points (then ``timepoints``
+    is their number); by default they are 24, 48, … hours.
+    """
 
     wells: int = 8
     fields: int = 2
     timepoints: int = 1
+    t_hours: tuple[float, ...] | None = None
     planes: int = 4
     channels: tuple[str, ...] = ("nuclei", "cytoplasm")
     size: int = 256
