@@ -291,3 +291,95 @@ def test_a_killed_run_resumes_to_the_same_outputs(
         pd.read_parquet(out / "profiles" / "cells.parquet"),
         pd.read_parquet(reference / "profiles" / "cells.parquet"),
     )
+
+
+def test_a_run_survives_a_killed_worker(tmp_path: Path, finished: tuple[Path, Any]) -> None:
+    import threading
+
+    out = tmp_path / "run"
+    config = screen_config(out)
+    result: dict[str, Any] = {}
+    with cellscale.start_cluster(
+        "local", n_workers=2, gpu_workers=1, processes=True, threads_per_worker=1, quiet=True
+    ) as client:
+        cpu = [
+            address
+            for address, worker in client.scheduler_info()["workers"].items()
+            if not worker.get("resources")
+        ]
+        pids = client.run(os.getpid, workers=cpu[:1])
+
+        def drive() -> None:
+            try:
+                result["summary"] = run(config, client=client, progress=False)
+            except BaseException as err:  # reported by the assertion below
+                result["error"] = err
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+        manifest = out / MANIFEST
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.is_alive():
+            stages = json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
+            if "segment/P1" in stages:
+                break
+            time.sleep(0.02)
+        killed_mid_run = driver.is_alive()
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        driver.join(600)
+    assert killed_mid_run, "the run ended before a worker could be killed"
+    assert "error" not in result, result.get("error")
+    assert result["summary"].cells == finished[1].cells
+    reference = finished[0]
+    for plate in ("P1", "P2"):
+        pd.testing.assert_frame_equal(
+            cellscale.read_cells(out / "plates" / plate / "cells.parquet").compute(),
+            cellscale.read_cells(reference / "plates" / plate / "cells.parquet").compute(),
+        )
+        np.testing.assert_allclose(
+            zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:],
+            zarr.open_array(str(reference / "plates" / plate / "embeddings.zarr"))[:],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+def _folder_config(out: Path, folder: Path) -> dict[str, Any]:
+    return {
+        "output": str(out),
+        "plates": [{"name": "IXM", "folder": str(folder)}],
+        "segment": {"channel": "w2", "nuclei_channel": "w1"},
+        "crops": {"size": 8},
+    }
+
+
+def test_a_corrupt_tiff_stops_the_run_naming_it_and_the_fixed_folder_resumes(
+    tmp_path: Path, client: Any
+) -> None:
+    from tests.test_ingest import write_ixm
+
+    files = write_ixm(tmp_path / "raw", wells=("B02", "B03"), sites=(1,), zsteps=(1, 2))
+    bad = files[(1, "B03", 1, "w2", 2)]
+    good = bad.read_bytes()
+    bad.write_bytes(good[:150])
+    config = _folder_config(tmp_path / "run", tmp_path / "raw")
+    with pytest.raises(Exception, match=rf"{bad.name}"):
+        run(config, client=client, progress=False)
+    stages = json.loads((tmp_path / "run" / MANIFEST).read_text())["stages"]
+    assert stages["ingest/IXM"]["done"] is False
+    assert "project/IXM" not in stages
+    bad.write_bytes(good)
+    summary = run(config, client=client, progress=False)
+    assert dict((s.name, s.status) for s in summary.stages)["ingest"] == "resumed"
+
+
+def test_plates_without_cells_finish_and_say_so(tmp_path: Path, client: Any) -> None:
+    from tests.test_ingest import write_ixm
+
+    write_ixm(tmp_path / "raw", wells=("B02",), sites=(1,), zsteps=(1,))  # noise: no cells
+    summary = run(_folder_config(tmp_path / "run", tmp_path / "raw"), client=client, progress=False)
+    assert summary.cells == 0
+    assert any("no cells were found" in p for p in summary.problems)
+    html = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "no cells were found" in html
