@@ -145,3 +145,68 @@ def test_gpu_pool_adapts_by_gpu_tasks_on_slurm(slurm: None, tmp_path: Path) -> N
         del where
         _wait_for(lambda: not [n for n, _ in _jobs().values() if n == "cellscale-gpu"])
         assert _ids("cellscale-cpu")
+
+
+def test_the_pipeline_runs_on_slurm_and_survives_scancel_of_a_worker_job(
+    slurm: None, tmp_path: Path
+) -> None:
+    import json
+    import threading
+
+    import pandas as pd
+
+    from cellscale import read_cells, run
+    from cellscale.pipeline._manifest import MANIFEST
+    from tests.test_pipeline import screen_config
+
+    config = screen_config(tmp_path / "slurm-run")
+    config["plates"] = config["plates"][:1]
+    result: dict[str, object] = {}
+    with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
+        start_cluster(
+            "slurm",
+            interface="lo",
+            walltime="00:15:00",
+            lifetime_margin="1 minute",
+            lifetime_stagger="1 minute",
+            shared_temp_directory=str(tmp_path / "tls"),
+            log_directory=str(tmp_path / "logs"),
+            dashboard_address="127.0.0.1:0",
+            quiet=True,
+            cpu={"jobs": 1, "cores": 1, "memory": "4GiB"},
+            gpu={"jobs": 1, "cores": 1, "memory": "4GiB"},
+        ) as client,
+    ):
+        client.wait_for_workers(2, timeout=120)
+        (old,) = _ids("cellscale-cpu")
+
+        def drive() -> None:
+            try:
+                result["summary"] = run(config, client=client, progress=False)
+            except BaseException as err:  # reported by the assertion below
+                result["error"] = err
+
+        driver = threading.Thread(target=drive)
+        driver.start()
+        manifest = tmp_path / "slurm-run" / MANIFEST
+
+        def segmenting() -> bool:
+            stages = json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
+            return "segment/P1" in stages or not driver.is_alive()
+
+        _wait_for(segmenting, timeout=240)
+        assert driver.is_alive(), result.get("error")
+        subprocess.run(["scancel", old], check=True)
+        driver.join(600)
+        assert old not in _jobs()
+    assert "error" not in result, result.get("error")
+    reference = tmp_path / "local-run"
+    local = screen_config(reference)
+    local["plates"] = local["plates"][:1]
+    with start_cluster("local", n_workers=1, gpu_workers=1, processes=False, quiet=True) as c:
+        run(local, client=c, progress=False)
+    pd.testing.assert_frame_equal(
+        read_cells(tmp_path / "slurm-run" / "plates" / "P1" / "cells.parquet").compute(),
+        read_cells(reference / "plates" / "P1" / "cells.parquet").compute(),
+    )
