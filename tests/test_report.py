@@ -291,3 +291,68 @@ def test_scores_must_align_with_cells() -> None:
         _inputs(scores=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="same shape"):
         Overlay("bad", np.zeros((4, 4)), np.zeros((4, 5), np.uint32))
+
+
+_CHECK_PAGE = """<!doctype html><html><body><iframe id="report" src="index.html"></iframe>
+<script>
+document.getElementById("report").addEventListener("load", () => {
+  const doc = document.getElementById("report").contentDocument;
+  const loaded = i => new Promise(r => { i.onload = i.onerror = r; });
+  const wait = [...doc.images].map(i => (i.complete ? null : loaded(i)));
+  Promise.all(wait).then(() => {
+    const seen = [...doc.images].map(i => [i.getAttribute("src"), i.naturalWidth]);
+    const out = document.createElement("pre");
+    out.id = "result";
+    out.textContent = JSON.stringify({title: doc.title, images: seen});
+    document.body.appendChild(out);
+  });
+});
+</script></body></html>"""
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    names = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+def test_the_report_opens_in_a_browser_with_every_figure(report: tuple[Path, str]) -> None:
+    import json
+    import re
+    import subprocess
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no headless Chromium installed")
+    index, text = report
+    check = index.parent / "browser-check.html"
+    check.write_text(_CHECK_PAGE)
+    try:
+        dom = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--allow-file-access-from-files",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                check.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    finally:
+        check.unlink()
+    found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    import html
+
+    result = json.loads(html.unescape(found.group(1)))
+    sources = [src for src, _ in _Page(text).images]
+    assert [src for src, _ in result["images"]] == sources
+    assert all(width > 0 for _, width in result["images"]), result["images"]
+    assert result["title"]
