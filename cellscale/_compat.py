@@ -84,9 +84,10 @@ def guard_graph(graphs: Iterable[Mapping[Any, Any]]) -> HighLevelGraph:
     materialised.
     """
     merged = HighLevelGraph.merge(*graphs)
+    every_key = set(merged.keys())  # a legacy tuple naming another layer's key is a reference
     layers = {}
     for name, layer in merged.layers.items():
-        tasks = convert_legacy_graph(dict(layer))
+        tasks = convert_legacy_graph(dict(layer), all_keys=every_key)
         layers[name] = MaterializedLayer(
             {key: _guard(node) for key, node in tasks.items()}, annotations=layer.annotations
         )

@@ -214,3 +214,23 @@ def _per_crop(x: np.ndarray) -> np.ndarray:
     mean = x.mean(axis=(2, 3), keepdims=True)
     std = x.std(axis=(2, 3), keepdims=True)
     return (x - mean) / np.where(std > 0, std, 1)
+
+
+def _another_recording_factory() -> torch.nn.Module:
+    return _recording_factory()
+
+
+def test_written_embeddings_keep_the_gpu_tag(crops, tmp_path: Path) -> None:
+    model = TorchEmbedder(  # a model this process has not built before
+        factory=_another_recording_factory, in_channels=2, n_features=8, device="cpu"
+    )
+    lazy = embed(crops, model, cells_per_task=4)
+    write = write_embeddings(lazy, tmp_path / "lazy.zarr", chunk_cells=5, compute=False)
+    layers = write.__dask_graph__().layers.values()
+    assert any((layer.annotations or {}).get("resources") == {"GPU": 1} for layer in layers)
+    _BUILT_ON.clear()
+    with cellscale.start_cluster(
+        "local", n_workers=1, gpu_workers=1, processes=False, threads_per_worker=1, quiet=True
+    ) as client:
+        write_embeddings(lazy, tmp_path / "emb.zarr", chunk_cells=5, client=client, progress=False)
+    assert _BUILT_ON == [True]  # built once, on the GPU-tagged worker

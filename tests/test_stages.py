@@ -210,3 +210,43 @@ def test_partial_files_left_by_a_killed_writer_are_removed(tmp_path: Path) -> No
     (tmp_path / "a" / "keep").write_bytes(b"x")
     assert remove_partials(tmp_path) == 1
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep"]
+
+
+def test_guarded_graphs_keep_references_across_layers_and_annotations() -> None:
+    import dask.array as da
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    from cellscale._compat import Failed, guard_graph
+    from cellscale._stages import delayed_blocks
+    from cellscale.cluster import gpu_tasks
+
+    # a task of one layer naming another layer's key in a legacy tuple
+    graph = HighLevelGraph(
+        {"a": {("a", 0): (np.arange, 4)}, "b": {"b": (np.sum, ("a", 0))}},
+        {"a": set(), "b": {"a"}},
+    )
+    assert dask.compute(Delayed("b", guard_graph([graph])), scheduler="sync")[0] == 6
+    graph = HighLevelGraph(
+        {"a": {("a", 0): (np.log, "not a number")}, "b": {"b": (np.sum, ("a", 0))}},
+        {"a": set(), "b": {"a"}},
+    )
+    failed = dask.compute(Delayed("b", guard_graph([graph])), scheduler="sync")[0]
+    assert isinstance(failed, Failed) and failed.key == ("a", 0)
+
+    source = da.arange(12, chunks=4).reshape(3, 4).rechunk((1, 4))
+    with gpu_tasks():
+        doubled = source.map_blocks(lambda b: b * 2)
+    blocks = delayed_blocks((doubled + 1).rechunk((3, 2))).ravel()
+
+    def tagged(graph: HighLevelGraph) -> list[str]:
+        return [n for n, layer in graph.layers.items() if "resources" in (layer.annotations or {})]
+
+    assert tagged(blocks[0].__dask_graph__())  # unoptimised: the GPU layer is kept
+    summed = dask.delayed(sum)([b.sum() for b in blocks], dask_key_name="summed")
+    guarded = guard_graph([summed.__dask_graph__()])
+    assert (
+        dask.compute(Delayed("summed", guarded), scheduler="sync")[0]
+        == (np.arange(12) * 2 + 1).sum()
+    )
+    assert tagged(guarded)  # and so is the mark through the unit tasks' graph

@@ -19,7 +19,13 @@ from cellscale._stages._fingerprint import (
 )
 from cellscale._stages._ledger import Ledger
 from cellscale._stages._lock import OutputLockedError, output_lock, remove_partials
-from cellscale._stages._run import compute_units, default_client, lazy_units, run_units
+from cellscale._stages._run import (
+    compute_units,
+    default_client,
+    delayed_blocks,
+    lazy_units,
+    run_units,
+)
 from cellscale._stages._tokens import task_key, unit_token
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "check_fingerprint",
     "compute_units",
     "default_client",
+    "delayed_blocks",
     "lazy_units",
     "names_digest",
     "output_lock",

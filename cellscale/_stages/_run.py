@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from cellscale._compat import Failed, guard_graph
 from cellscale._stages._failures import UnitFailure
 
-__all__ = ["compute_units", "default_client", "lazy_units", "run_units"]
+__all__ = ["compute_units", "default_client", "delayed_blocks", "lazy_units", "run_units"]
 
 
 def default_client() -> Any:
@@ -156,3 +156,26 @@ def _run_distributed(tasks: list[Delayed], client: Any, bar: tqdm) -> list[Any]:
         results[future.key] = future.exception() if future.status == "error" else future.result()
         bar.update(1)
     return [results[future.key] for future in futures]
+
+
+def delayed_blocks(array: Any) -> Any:
+    """``array.to_delayed()``, keeping its layers' annotations (the GPU mark) where it has any.
+
+    ``to_delayed`` optimises the graph into one plain layer by default, which drops every
+    annotation: the GPU tasks of an embedding or a cellpose segmentation written block by
+    block would then run on any worker. Graphs with annotations are therefore handed over
+    unoptimised; graphs without any are optimised as usual.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from cellscale.cluster import gpu_tasks
+    >>> with gpu_tasks():
+    ...     doubled = da.ones((4, 8), chunks=(1, 8)).map_blocks(lambda b: b * 2)
+    >>> block = delayed_blocks(doubled + 1).ravel()[0]
+    >>> [layer.annotations for layer in block.__dask_graph__().layers.values()][1]
+    {'resources': {'GPU': 1}}
+    """
+    layers = array.__dask_graph__().layers.values()
+    annotated = any(getattr(layer, "annotations", None) for layer in layers)
+    return array.to_delayed(optimize_graph=not annotated)

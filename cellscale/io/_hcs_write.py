@@ -22,6 +22,7 @@ from cellscale._stages import (
     Ledger,
     StaleOutputError,
     check_fingerprint,
+    delayed_blocks,
     lazy_units,
     output_lock,
     remove_partials,
@@ -275,7 +276,7 @@ def _write_tasks(
     path: Path,
 ) -> tuple[list[Delayed], list[str]]:
     data = plate.data.rechunk(image_chunks(plate.shape))
-    blocks = data.to_delayed()
+    blocks = delayed_blocks(data)
     tasks, names = [], []
     for (t, w, f), (store_t, store_w, store_f), token in todo:
         channel_blocks = [blocks[t, w, f, 0, c, 0, 0] for c in range(len(layout.channels))]

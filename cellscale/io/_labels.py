@@ -34,6 +34,7 @@ from cellscale._stages import (
     Ledger,
     StaleOutputError,
     check_fingerprint,
+    delayed_blocks,
     lazy_units,
     output_lock,
     remove_partials,
@@ -402,8 +403,8 @@ def _unit_tasks(
     rewrite: bool,
 ) -> tuple[list[Delayed], list[str]]:
     names = list(books)
-    blocks = {name: labels[name].data.to_delayed() for name in names}
-    dropped = labels["border_dropped"].data.to_delayed()
+    blocks = {name: delayed_blocks(labels[name].data) for name in names}
+    dropped = delayed_blocks(labels["border_dropped"].data)
     sources = (
         np.asarray(labels.coords[UNIT_TOKEN].values, dtype=np.uint64)
         if UNIT_TOKEN in labels.coords

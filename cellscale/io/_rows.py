@@ -20,6 +20,7 @@ from cellscale._stages import (
     Fingerprint,
     Ledger,
     check_fingerprint,
+    delayed_blocks,
     lazy_units,
     output_lock,
     remove_partials,
@@ -74,7 +75,7 @@ def write_rows(
         array, ledger = _open(path, data, fingerprint, attrs, chunk_rows, compressors, overwrite)
         remove_partials(path)
         recorded = ledger.tokens()
-        blocks = data.to_delayed().ravel()
+        blocks = delayed_blocks(data).ravel()
         tasks, names = [], []
         start = 0
         for i, (block, rows) in enumerate(zip(blocks, data.chunks[0], strict=True)):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cellscale._stages import delayed_blocks
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, cell_offsets, metadata_column
 from cellscale.measurement._features import field_features
 from cellscale.plate import PlateError, as_plate, field_stack, plate_map_columns, spatial_plate
@@ -101,8 +102,8 @@ def measure(
     unknown = [c for c in chosen if c not in names]
     if unknown:
         raise PlateError(f"channels {unknown} are not in the plate; its channels are {names}")
-    images = field_stack(plate, [names.index(c) for c in chosen]).to_delayed()
-    blocks = {c: labels[c].data.to_delayed() for c in compartments}
+    images = delayed_blocks(field_stack(plate, [names.index(c) for c in chosen]))
+    blocks = {c: delayed_blocks(labels[c].data) for c in compartments}
     specs = unit_specs(labels, plate)
     options = {"intensity": intensity, "cp_measure": tuple(cp_measure)}
     meta = _meta(plate, compartments, chosen, do_3d, options)

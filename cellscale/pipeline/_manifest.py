@@ -24,7 +24,7 @@ __all__ = ["MANIFEST", "Manifest", "RunMismatchError", "chain_keys", "package_ve
 MANIFEST = "cellscale_run.json"
 
 #: What a run writes into its output folder; ``overwrite`` removes these and nothing else.
-RUN_ENTRIES = ("plates", "profiles", "report", MANIFEST)
+RUN_ENTRIES = ("plates", "profiles", "report", "progress.html", MANIFEST)
 
 
 class RunMismatchError(StaleOutputError):

@@ -3,6 +3,7 @@
 Outputs, under the config's ``output`` folder::
 
     cellscale_run.json              identity, per-stage settings keys, provenance
+    progress.html                   fields done per well, per plate and stage, live
     plates/<name>/raw.zarr          the plate as ingested (or generated)
     plates/<name>/projected.zarr    its Z projection, with the labels under each field
     plates/<name>/cells.parquet     the cell table
@@ -37,6 +38,7 @@ from cellscale._files import file_sha256
 from cellscale.cells import metadata_column
 from cellscale.pipeline._config import ConfigError, PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import Manifest, chain_keys, package_versions
+from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.pipeline._report import StageRecord
 
 __all__ = ["RunSummary", "run"]
@@ -151,9 +153,12 @@ def run(
     manifest = Manifest.open(out, identity, provenance, overwrite)
     with _client(config, client) as active:
         state = _Run(config, out, manifest, keys, active, progress)
-        plates = [_run_plate(state, plate) for plate in config.plates]
-        screen = _screen_cells(state, plates)
-        _screen_stages(state, plates, screen)
+        if progress:
+            print(f"progress, per plate and well: {out / PROGRESS_PAGE}", flush=True)
+        with ProgressPage(out, [p.name for p in config.plates]):
+            plates = [_run_plate(state, plate) for plate in config.plates]
+            screen = _screen_cells(state, plates)
+            _screen_stages(state, plates, screen)
     n_fields = sum(p.sizes["well"] * p.sizes["field"] for p in plates)
     return RunSummary(
         output=out,

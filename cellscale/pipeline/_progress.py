@@ -1,0 +1,162 @@
+"""A live plate view of a run's progress: ``<output>/progress.html``, rewritten as it runs.
+
+Every few seconds a thread reads the completion ledgers of each plate's stores (the raw
+plate, its projection, the labels and the cell table) and draws, per plate and stage, a
+plate map whose wells show how many of their fields are done. The page reloads itself,
+so a browser opened on it from disk follows the run; it needs no server. It reads only
+the small ledger arrays, never pixels.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from cellscale._stages import Ledger
+from cellscale.io._labels import LABELS_KEY
+from cellscale.io._store_setup import LEDGER_NAME, read_store_record
+from cellscale.plate import split_well
+
+__all__ = ["PROGRESS_PAGE", "ProgressPage", "stage_progress"]
+
+PROGRESS_PAGE = "progress.html"
+
+#: The per-field stages of a plate and where their ledger lives: (store, group in it, name).
+_LEDGERS = {
+    "ingest": ("raw.zarr", "", LEDGER_NAME),
+    "project": ("projected.zarr", "", LEDGER_NAME),
+    "segment": ("projected.zarr", LABELS_KEY, "ledger"),
+    "measure": ("cells.parquet", "_cellscale", "ledger"),
+}
+
+
+def stage_progress(folder: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """A plate folder's wells and, per stage, fields done per well ``(well,)``.
+
+    Stages not started yet are absent. The wells are in the raw store's order.
+    """
+    record = read_store_record(folder / "raw.zarr") if (folder / "raw.zarr").exists() else None
+    if record is None:
+        return [], {}
+    done: dict[str, np.ndarray] = {}
+    for stage, (store, group, name) in _LEDGERS.items():
+        ledger = _ledger(folder / store, group, name)
+        if ledger is not None:
+            done[stage] = ledger.done().sum(axis=(0, 2))  # (t, well, field) -> per well
+    return list(record.layout.wells), done
+
+
+def _ledger(store: Path, group: str, name: str) -> Ledger | None:
+    if not store.exists():
+        return None
+    try:
+        node: object = zarr.open_group(str(store / group), mode="r")
+        if group == LABELS_KEY:  # one ledger per labels name: the first written
+            assert isinstance(node, zarr.Group)
+            names = sorted(node.group_keys())
+            node = node[names[0]] if names else None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError):
+        return None
+    return Ledger.open(node, name) if isinstance(node, zarr.Group) else None
+
+
+class ProgressPage:
+    """Rewrite ``<output>/progress.html`` every ``interval`` seconds while a run goes on.
+
+    Use it as a context manager around the run; leaving the block writes the page a last
+    time. Reading a ledger while a writer creates it can fail; such a snapshot is skipped.
+    """
+
+    def __init__(self, out: Path, plates: Sequence[str], interval: float = 2.0) -> None:
+        self.out = out
+        self.plates = list(plates)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cellscale-progress", daemon=True)
+
+    def __enter__(self) -> ProgressPage:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.write(final=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.write(final=False)
+            except Exception:  # a ledger being created right now: try again next time
+                continue
+
+    def write(self, *, final: bool) -> None:
+        """Write the page from the ledgers as they are now."""
+        sections = [self._plate(name) for name in self.plates]
+        refresh = "" if final else f'<meta http-equiv="refresh" content="{self.interval:g}">'
+        state = "finished (or stopped)" if final else "running"
+        page = _PAGE.format(refresh=refresh, state=state, body="\n".join(sections))
+        partial = self.out / f".{PROGRESS_PAGE}.partial"
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, self.out / PROGRESS_PAGE)
+
+    def _plate(self, name: str) -> str:
+        wells, done = stage_progress(self.out / "plates" / name)
+        title = f"<h2>{html.escape(name)}</h2>"
+        if not wells:
+            return f"{title}<p>not started</p>"
+        record = read_store_record(self.out / "plates" / name / "raw.zarr")
+        assert record is not None
+        layout = record.layout
+        per_well = len(layout.t) * len(layout.fields)
+        maps = [_plate_map(stage, wells, counts, per_well) for stage, counts in done.items()]
+        return title + '<div class="maps">' + "".join(maps) + "</div>"
+
+
+def _plate_map(stage: str, wells: list[str], counts: np.ndarray, per_well: int) -> str:
+    """One stage's plate map: a cell per well, shaded by its fields done."""
+    positions = [split_well(w) for w in wells]
+    rows = sorted({r for r, _ in positions})
+    cols = sorted({c for _, c in positions})
+    value = {p: int(n) for p, n in zip(positions, counts, strict=True)}
+    total = int(counts.sum())
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    lines = [f"<tr><th></th>{head}</tr>"]
+    for r in rows:
+        cells = []
+        for c in cols:
+            if (r, c) not in value:
+                cells.append("<td></td>")
+                continue
+            n = value[(r, c)]
+            shade = "done" if n == per_well else ("part" if n else "todo")
+            cells.append(f'<td class="{shade}" title="{r}{c:02d}: {n}/{per_well}">{n}</td>')
+        lines.append(f"<tr><th>{r}</th>{''.join(cells)}</tr>")
+    caption = f"{stage}: {total} / {per_well * len(wells)} fields"
+    return f"<table><caption>{caption}</caption>{''.join(lines)}</table>"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">{refresh}
+<title>cellscale run progress</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
+.maps {{ display: flex; flex-wrap: wrap; gap: 1.5em; }}
+table {{ border-collapse: collapse; font-size: 0.8em; }}
+caption {{ text-align: left; font-weight: bold; padding-bottom: 0.3em; }}
+td, th {{ width: 2.2em; height: 1.6em; text-align: center; border: 1px solid #ddd; }}
+td.done {{ background: #3b8f5a; color: white; }}
+td.part {{ background: #e8c547; }}
+td.todo {{ background: #f3f3f3; color: #999; }}
+</style></head>
+<body><h1>cellscale run: {state}</h1>
+<p>Fields done per well, per plate and stage (green: all of the well's fields).</p>
+{body}
+</body></html>
+"""
