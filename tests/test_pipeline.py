@@ -108,6 +108,23 @@ def test_a_screen_runs_from_plates_to_report(finished: tuple[Path, Any]) -> None
     assert "torch" in manifest["provenance"]["versions"]
     assert all(entry["done"] for entry in manifest["stages"].values())
     assert f"report: {out / 'report' / 'index.html'}" in str(summary)
+    progress = (out / "progress.html").read_text()
+    for stage in ("ingest", "project", "segment", "measure"):
+        assert progress.count(f"<caption>{stage}: 4 / 4 fields</caption>") == 2  # both plates
+    assert 'http-equiv="refresh"' not in progress  # the last page stops reloading
+
+
+def test_the_progress_view_counts_fields_done_per_well(tmp_path: Path) -> None:
+    from cellscale.pipeline._progress import stage_progress
+    from cellscale.testing import write_synthetic_plate
+
+    folder = tmp_path / "plates" / "P1"
+    write_synthetic_plate(folder / "raw.zarr", wells=3, fields=2, n_z=1, shape=(32, 32))
+    ledger = zarr.open_array(str(folder / "raw.zarr" / "cellscale_ledger"), mode="r+")
+    ledger[0, 1, 0] = 0  # the second well's first field not done
+    wells, done = stage_progress(folder)
+    assert wells == ["A01", "A02", "A03"] and list(done) == ["ingest"]
+    assert done["ingest"].tolist() == [2, 1, 2]
 
 
 def test_profiles_are_normalised_per_plate_against_controls(finished: tuple[Path, Any]) -> None:
