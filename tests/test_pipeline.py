@@ -400,3 +400,20 @@ def test_plates_without_cells_finish_and_say_so(tmp_path: Path, client: Any) -> 
     assert any("no cells were found" in p for p in summary.problems)
     html = (tmp_path / "run" / "report" / "index.html").read_text()
     assert "no cells were found" in html
+
+
+def test_the_progress_page_is_served_on_localhost_while_the_run_goes_on(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from cellscale.pipeline._progress import ProgressPage
+
+    with ProgressPage(tmp_path, ["P1"], interval=0.1, serve=True) as page:
+        assert page.url is not None and page.url.startswith("http://127.0.0.1:")
+        served = urllib.request.urlopen(page.url, timeout=10).read().decode()
+        assert "cellscale run: running" in served and "not started" in served
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(page.url.replace("progress.html", "cellscale_run.json"))
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(page.url, timeout=2)  # stopped with the run
+    assert "cellscale run: finished" in (tmp_path / "progress.html").read_text()

@@ -3,17 +3,21 @@
 Every few seconds a thread reads the completion ledgers of each plate's stores (the raw
 plate, its projection, the labels and the cell table) and draws, per plate and stage, a
 plate map whose wells show how many of their fields are done. The page reloads itself,
-so a browser opened on it from disk follows the run; it needs no server. It reads only
-the small ledger arrays, never pixels.
+so a browser opened on it from disk follows the run; the run also serves it on
+localhost (like the dask dashboard: forward the port with ssh from a login node). It
+reads only the small ledger arrays, never pixels.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import threading
 from collections.abc import Sequence
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -70,31 +74,58 @@ class ProgressPage:
     """Rewrite ``<output>/progress.html`` every ``interval`` seconds while a run goes on.
 
     Use it as a context manager around the run; leaving the block writes the page a last
-    time. Reading a ledger while a writer creates it can fail; such a snapshot is skipped.
+    time and stops the server. Reading a ledger while a writer creates it can fail; such a
+    snapshot is skipped. With ``serve``, the page is also served on ``127.0.0.1`` at
+    :attr:`url` (port 0: any free port).
     """
 
-    def __init__(self, out: Path, plates: Sequence[str], interval: float = 2.0) -> None:
+    def __init__(
+        self, out: Path, plates: Sequence[str], interval: float = 2.0, serve: bool = False
+    ) -> None:
         self.out = out
         self.plates = list(plates)
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cellscale-progress", daemon=True)
+        self._server: ThreadingHTTPServer | None = None
+        if serve:
+            handler = functools.partial(_PageHandler, directory=str(out))
+            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str | None:
+        """Where the page is served, or ``None``."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/{PROGRESS_PAGE}"
 
     def __enter__(self) -> ProgressPage:
+        self._try_write()
         self._thread.start()
+        if self._server is not None:
+            threading.Thread(
+                target=self._server.serve_forever, name="cellscale-progress-server", daemon=True
+            ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
         self.write(final=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.write(final=False)
-            except Exception:  # a ledger being created right now: try again next time
-                continue
+            self._try_write()
+
+    def _try_write(self) -> None:
+        try:
+            self.write(final=False)
+        except Exception:  # a ledger being created right now: try again next time
+            return
 
     def write(self, *, final: bool) -> None:
         """Write the page from the ledgers as they are now."""
@@ -160,3 +191,17 @@ td.todo {{ background: #f3f3f3; color: #999; }}
 {body}
 </body></html>
 """
+
+
+class _PageHandler(SimpleHTTPRequestHandler):
+    """Serves the progress page and nothing else, quietly."""
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] not in ("/", f"/{PROGRESS_PAGE}"):
+            self.send_error(404, "only the progress page is served here")
+            return
+        self.path = f"/{PROGRESS_PAGE}"
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return

@@ -153,9 +153,11 @@ def run(
     manifest = Manifest.open(out, identity, provenance, overwrite)
     with _client(config, client) as active:
         state = _Run(config, out, manifest, keys, active, progress)
-        if progress:
-            print(f"progress, per plate and well: {out / PROGRESS_PAGE}", flush=True)
-        with ProgressPage(out, [p.name for p in config.plates]):
+        with ProgressPage(out, [p.name for p in config.plates], serve=progress) as page:
+            if progress:
+                print(
+                    f"progress per plate and well: {page.url} or {out / PROGRESS_PAGE}", flush=True
+                )
             plates = [_run_plate(state, plate) for plate in config.plates]
             screen = _screen_cells(state, plates)
             _screen_stages(state, plates, screen)
