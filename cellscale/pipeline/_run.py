@@ -433,7 +433,11 @@ class _Screen:
 
 
 def _screen_cells(state: _Run, plates: list[xr.DataArray]) -> _Screen:
-    """The embedded cells of the whole screen with plate-level metadata, and their embeddings."""
+    """The embedded cells of the whole screen with plate-level metadata, and their embeddings.
+
+    Only the cells' metadata and shape columns are loaded (the profiles and the report
+    need no more), so the driving process holds a few columns per cell, not the table.
+    """
     import dask.array as da
     import zarr
 
@@ -443,8 +447,13 @@ def _screen_cells(state: _Run, plates: list[xr.DataArray]) -> _Screen:
     tables, arrays, rows, start = [], [], {}, 0
     for plate in state.config.plates:
         folder = state.plate_dir(plate)
-        cells = cellscale.read_cells(folder / "cells.parquet").compute()
-        cells = _with_plate_metadata(cells, plate)
+        table = cellscale.read_cells(folder / "cells.parquet")
+        kept = [
+            c
+            for c in table.columns
+            if c == "cell_id" or c.startswith("Metadata_") or "_AreaShape_" in c
+        ]
+        cells = _with_plate_metadata(table[kept].compute(), plate)
         path = folder / "embeddings.zarr"
         if not (path / "zarr.json").is_file() or len(cells) == 0:
             rows[plate.name] = slice(start, start)
