@@ -80,6 +80,36 @@ def _mtimes(folder: Path) -> dict[Path, int]:
     }
 
 
+class BackgroundRun:
+    """A run on a thread of its own, to interrupt while it goes on."""
+
+    def __init__(self, config: dict[str, Any], client: Any) -> None:
+        import threading
+
+        self.manifest = Path(config["output"]) / MANIFEST
+        self.outcome: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._drive, args=(config, client))
+        self.thread.start()
+
+    def _drive(self, config: dict[str, Any], client: Any) -> None:
+        try:
+            self.outcome["summary"] = run(config, client=client, progress=False)
+        except BaseException as err:  # reported by the caller's assertion
+            self.outcome["error"] = err
+
+    def reached(self, entry: str) -> bool:
+        """Whether the manifest has ``entry`` (e.g. ``"segment/P1"``) or the run ended."""
+        stages = json.loads(self.manifest.read_text())["stages"] if self.manifest.is_file() else {}
+        return entry in stages or not self.thread.is_alive()
+
+    def wait_for(self, entry: str, timeout: float = 240) -> bool:
+        """Wait until the run reaches ``entry``; whether it is still running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.reached(entry):
+            time.sleep(0.02)
+        return self.thread.is_alive()
+
+
 def test_a_screen_runs_from_plates_to_report(finished: tuple[Path, Any]) -> None:
     out, summary = finished
     assert (summary.plates, summary.wells, summary.fields) == (2, 8, 8)
@@ -311,11 +341,8 @@ def test_a_killed_run_resumes_to_the_same_outputs(
 
 
 def test_a_run_survives_a_killed_worker(tmp_path: Path, finished: tuple[Path, Any]) -> None:
-    import threading
-
-    out = tmp_path / "run"
-    config = screen_config(out)
-    result: dict[str, Any] = {}
+    config = screen_config(tmp_path / "run")
+    out = Path(config["output"])
     with cellscale.start_cluster(
         "local", n_workers=2, gpu_workers=1, processes=True, threads_per_worker=1, quiet=True
     ) as client:
@@ -325,26 +352,12 @@ def test_a_run_survives_a_killed_worker(tmp_path: Path, finished: tuple[Path, An
             if not worker.get("resources")
         ]
         pids = client.run(os.getpid, workers=cpu[:1])
-
-        def drive() -> None:
-            try:
-                result["summary"] = run(config, client=client, progress=False)
-            except BaseException as err:  # reported by the assertion below
-                result["error"] = err
-
-        driver = threading.Thread(target=drive)
-        driver.start()
-        manifest = out / MANIFEST
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.is_alive():
-            stages = json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
-            if "segment/P1" in stages:
-                break
-            time.sleep(0.02)
-        killed_mid_run = driver.is_alive()
+        background = BackgroundRun(config, client)
+        killed_mid_run = background.wait_for("segment/P1")
         for pid in pids.values():
             os.kill(pid, signal.SIGKILL)
-        driver.join(600)
+        background.thread.join(600)
+    result = background.outcome
     assert killed_mid_run, "the run ended before a worker could be killed"
     assert "error" not in result, result.get("error")
     assert result["summary"].cells == finished[1].cells

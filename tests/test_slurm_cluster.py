@@ -39,19 +39,25 @@ def slurm() -> Iterator[None]:
         subprocess.run(["bash", str(SLURM_SCRIPTS / "slurm-down.sh")], timeout=120, check=False)
 
 
-def _start(tmp: Path, cpu_jobs: int = 1, gpu_jobs: int = 1) -> ClusterClient:
+def _start(
+    tmp: Path,
+    cpu_jobs: int = 1,
+    gpu_jobs: int = 1,
+    memory: str = "1GiB",
+    walltime: str = "00:10:00",
+) -> ClusterClient:
     return start_cluster(
         "slurm",
         interface="lo",
-        walltime="00:10:00",
+        walltime=walltime,
         lifetime_margin="1 minute",
         lifetime_stagger="1 minute",
         shared_temp_directory=str(tmp / "tls"),
         log_directory=str(tmp / "logs"),
         dashboard_address="127.0.0.1:0",
         quiet=True,
-        cpu={"jobs": cpu_jobs, "cores": 1, "memory": "1GiB"},
-        gpu={"jobs": gpu_jobs, "cores": 1, "memory": "1GiB"},
+        cpu={"jobs": cpu_jobs, "cores": 1, "memory": memory},
+        gpu={"jobs": gpu_jobs, "cores": 1, "memory": memory},
     )
 
 
@@ -150,56 +156,26 @@ def test_gpu_pool_adapts_by_gpu_tasks_on_slurm(slurm: None, tmp_path: Path) -> N
 def test_the_pipeline_runs_on_slurm_and_survives_scancel_of_a_worker_job(
     slurm: None, tmp_path: Path
 ) -> None:
-    import json
-    import threading
-
     import pandas as pd
 
     from cellscale import read_cells, run
-    from cellscale.pipeline._manifest import MANIFEST
-    from tests.test_pipeline import screen_config
+    from tests.test_pipeline import BackgroundRun, screen_config
 
     config = screen_config(tmp_path / "slurm-run")
     config["plates"] = config["plates"][:1]
-    result: dict[str, object] = {}
     with (
         dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
-        start_cluster(
-            "slurm",
-            interface="lo",
-            walltime="00:15:00",
-            lifetime_margin="1 minute",
-            lifetime_stagger="1 minute",
-            shared_temp_directory=str(tmp_path / "tls"),
-            log_directory=str(tmp_path / "logs"),
-            dashboard_address="127.0.0.1:0",
-            quiet=True,
-            cpu={"jobs": 1, "cores": 1, "memory": "4GiB"},
-            gpu={"jobs": 1, "cores": 1, "memory": "4GiB"},
-        ) as client,
+        _start(tmp_path, memory="4GiB", walltime="00:15:00") as client,
     ):
         client.wait_for_workers(2, timeout=120)
         (old,) = _ids("cellscale-cpu")
-
-        def drive() -> None:
-            try:
-                result["summary"] = run(config, client=client, progress=False)
-            except BaseException as err:  # reported by the assertion below
-                result["error"] = err
-
-        driver = threading.Thread(target=drive)
-        driver.start()
-        manifest = tmp_path / "slurm-run" / MANIFEST
-
-        def segmenting() -> bool:
-            stages = json.loads(manifest.read_text())["stages"] if manifest.is_file() else {}
-            return "segment/P1" in stages or not driver.is_alive()
-
-        _wait_for(segmenting, timeout=240)
-        assert driver.is_alive(), result.get("error")
+        background = BackgroundRun(config, client)
+        _wait_for(lambda: background.reached("segment/P1"), timeout=240)
+        assert background.thread.is_alive(), background.outcome.get("error")
         subprocess.run(["scancel", old], check=True)
-        driver.join(600)
+        background.thread.join(600)
         assert old not in _jobs()
+    result = background.outcome
     assert "error" not in result, result.get("error")
     reference = tmp_path / "local-run"
     local = screen_config(reference)

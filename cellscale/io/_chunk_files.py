@@ -25,7 +25,7 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 from zarr.storage import LocalStore
 
-__all__ = ["ChunkDecodeError", "chunk_of", "read_chunk_file", "within_chunk"]
+__all__ = ["ChunkDecodeError", "chunk_of", "holds_raw_bytes", "read_chunk_file", "within_chunk"]
 
 
 class ChunkDecodeError(ValueError):
@@ -112,6 +112,11 @@ def within_chunk(
                 return None
             relative.append(position - origin)
     return tuple(relative)
+
+
+def holds_raw_bytes(array: zarr.Array) -> bool:
+    """Whether each chunk file of ``array`` holds its elements as plain native-order C bytes."""
+    return _decoder(array) is _raw
 
 
 def _decoder(array: zarr.Array) -> Any:

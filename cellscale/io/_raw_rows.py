@@ -12,14 +12,14 @@ zarr: :func:`raw_rows` returns ``None`` for it.
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec
 from zarr.storage import LocalStore
+
+from cellscale.io._chunk_files import holds_raw_bytes
 
 __all__ = ["RawRows", "raw_rows"]
 
@@ -121,7 +121,7 @@ def raw_rows(array: Any) -> RawRows | None:
     """
     if not isinstance(array, zarr.Array) or not isinstance(array.store, LocalStore):
         return None
-    if array.ndim != 2 or array.chunks[1] != array.shape[1] or not _raw_native_bytes(array):
+    if array.ndim != 2 or array.chunks[1] != array.shape[1] or not holds_raw_bytes(array):
         return None
     chunk_rows = array.chunks[0]
     n_chunks = -(-array.shape[0] // chunk_rows)
@@ -132,26 +132,4 @@ def raw_rows(array: Any) -> RawRows | None:
         dtype=np.dtype(array.dtype),
         chunk_rows=chunk_rows,
         fill_value=0 if array.fill_value is None else array.fill_value,
-    )
-
-
-def _raw_native_bytes(array: zarr.Array) -> bool:
-    """Whether each chunk file holds the chunk's elements as plain native-order C bytes."""
-    dtype = np.dtype(array.dtype)
-    if dtype.kind not in "biuf" or not dtype.isnative or sys.byteorder != "little":
-        return False
-    meta = array.metadata
-    if meta.zarr_format == 2:
-        stored = meta.dtype.to_native_dtype()
-        return (
-            meta.compressor is None
-            and not meta.filters
-            and meta.order == "C"
-            and (stored.byteorder in "=|<" and stored == dtype)
-        )
-    codecs = meta.codecs
-    return (
-        len(codecs) == 1
-        and isinstance(codecs[0], BytesCodec)
-        and (codecs[0].endian is None or codecs[0].endian.value == "little")
     )

@@ -24,7 +24,7 @@ import zarr
 
 from cellscale._stages import Ledger
 from cellscale.io._labels import LABELS_KEY
-from cellscale.io._store_setup import LEDGER_NAME, read_store_record
+from cellscale.io._store_setup import LEDGER_NAME, StoreRecord, read_store_record
 from cellscale.plate import split_well
 
 __all__ = ["PROGRESS_PAGE", "ProgressPage", "stage_progress"]
@@ -45,15 +45,23 @@ def stage_progress(folder: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
     Stages not started yet are absent. The wells are in the raw store's order.
     """
-    record = read_store_record(folder / "raw.zarr") if (folder / "raw.zarr").exists() else None
-    if record is None:
-        return [], {}
+    record = _record(folder)
+    return ([], {}) if record is None else (list(record.layout.wells), _done(folder))
+
+
+def _record(folder: Path) -> StoreRecord | None:
+    raw = folder / "raw.zarr"
+    return read_store_record(raw) if raw.exists() else None
+
+
+def _done(folder: Path) -> dict[str, np.ndarray]:
+    """Per stage begun, fields done per well."""
     done: dict[str, np.ndarray] = {}
     for stage, (store, group, name) in _LEDGERS.items():
         ledger = _ledger(folder / store, group, name)
         if ledger is not None:
             done[stage] = ledger.done().sum(axis=(0, 2))  # (t, well, field) -> per well
-    return list(record.layout.wells), done
+    return done
 
 
 def _ledger(store: Path, group: str, name: str) -> Ledger | None:
@@ -138,15 +146,17 @@ class ProgressPage:
         os.replace(partial, self.out / PROGRESS_PAGE)
 
     def _plate(self, name: str) -> str:
-        wells, done = stage_progress(self.out / "plates" / name)
+        folder = self.out / "plates" / name
+        record = _record(folder)
         title = f"<h2>{html.escape(name)}</h2>"
-        if not wells:
+        if record is None:
             return f"{title}<p>not started</p>"
-        record = read_store_record(self.out / "plates" / name / "raw.zarr")
-        assert record is not None
         layout = record.layout
         per_well = len(layout.t) * len(layout.fields)
-        maps = [_plate_map(stage, wells, counts, per_well) for stage, counts in done.items()]
+        maps = [
+            _plate_map(stage, list(layout.wells), counts, per_well)
+            for stage, counts in _done(folder).items()
+        ]
         return title + '<div class="maps">' + "".join(maps) + "</div>"
 
 

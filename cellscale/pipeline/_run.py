@@ -143,12 +143,13 @@ def run(
         raise ConfigError("plates: the run names no plates")
     _check_weights(config)
     out = Path(config.output)
-    keys = chain_keys(_stage_settings(config))
+    weights = file_sha256(config.embed.weights) if config.embed.weights else None
+    keys = chain_keys(_stage_settings(config, weights))
     identity = {"plates": [_identity(p) for p in config.plates]}
     provenance = {
         "config": as_dict(config),
         "versions": package_versions(),
-        "weights_sha256": file_sha256(config.embed.weights) if config.embed.weights else None,
+        "weights_sha256": weights,
     }
     manifest = Manifest.open(out, identity, provenance, overwrite)
     with _client(config, client) as active:
@@ -175,15 +176,14 @@ def run(
     )
 
 
-def _stage_settings(config: RunConfig) -> dict[str, Any]:
+def _stage_settings(config: RunConfig, weights_sha256: str | None) -> dict[str, Any]:
     """Each stage's settings, in order: what its outputs depend on besides earlier stages."""
-    weights = file_sha256(config.embed.weights) if config.embed.weights else None
     return {
         "ingest": [_identity(p) for p in config.plates],
         "project": as_dict(config.project),
         "segment": as_dict(config.segment),
         "measure": as_dict(config.measure),
-        "embed": {"crops": as_dict(config.crops), **as_dict(config.embed), "sha": weights},
+        "embed": {"crops": as_dict(config.crops), **as_dict(config.embed), "sha": weights_sha256},
         "pca": as_dict(config.pca),
         "profiles": {
             **as_dict(config.profiles),
