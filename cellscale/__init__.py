@@ -1,15 +1,55 @@
 """cellscale: high-content screening from raw images to single-cell profiles, out of core.
 
-The public API is re-exported here and imported lazily, so ``import cellscale`` stays
-cheap and never imports torch or cellpose.
+The public API is re-exported here and imported lazily, as are the :mod:`cellscale.plots`
+and :mod:`cellscale.testing` submodules, so ``import cellscale`` stays cheap and never
+imports torch, cellpose or matplotlib.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellscale import config as _config  # noqa: F401  (merges the YAML defaults into dask config)
+
+if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __getattr__
+    from cellscale import plots as plots
+    from cellscale import testing as testing
+    from cellscale._stages import OutputLockedError as OutputLockedError
+    from cellscale._stages import StaleOutputError as StaleOutputError
+    from cellscale._stages import UnitFailure as UnitFailure
+    from cellscale.cluster import gpu_tasks as gpu_tasks
+    from cellscale.cluster import start_cluster as start_cluster
+    from cellscale.crops import extract_crops as extract_crops
+    from cellscale.crops import open_crops as open_crops
+    from cellscale.crops import write_crops as write_crops
+    from cellscale.embedding import embed as embed
+    from cellscale.embedding import write_embeddings as write_embeddings
+    from cellscale.io import ingest as ingest
+    from cellscale.io import open_labels as open_labels
+    from cellscale.io import open_plate as open_plate
+    from cellscale.io import read_plate_map as read_plate_map
+    from cellscale.io import read_tiff_plate as read_tiff_plate
+    from cellscale.io import update_plate_map as update_plate_map
+    from cellscale.io import verify_plate as verify_plate
+    from cellscale.io import write_labels as write_labels
+    from cellscale.io import write_plate as write_plate
+    from cellscale.measurement import measure as measure
+    from cellscale.measurement import read_cells as read_cells
+    from cellscale.measurement import well_summary as well_summary
+    from cellscale.measurement import write_cells as write_cells
+    from cellscale.ops import project as project
+    from cellscale.pipeline import load_config as load_config
+    from cellscale.pipeline import run as run
+    from cellscale.plate import PlateError as PlateError
+    from cellscale.plate import as_plate as as_plate
+    from cellscale.profiles import PCA as PCA
+    from cellscale.profiles import aggregate as aggregate
+    from cellscale.profiles import knn_accuracy as knn_accuracy
+    from cellscale.profiles import robustize as robustize
+    from cellscale.profiles import spherize as spherize
+    from cellscale.profiles import standardize as standardize
+    from cellscale.segmentation import segment as segment
 
 __version__ = "0.1.0"
 
@@ -50,11 +90,15 @@ _EXPORTS: dict[str, str] = {
     "load_config": "cellscale.pipeline",
     "PlateError": "cellscale.plate",
 }
+#: Submodules reachable as attributes of the package, imported on first use.
+_SUBMODULES = ("plots", "testing")
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cellscale.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'cellscale' has no attribute {name!r}")
@@ -62,4 +106,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellscale.profiles import aggregate
+from cellscale.profiles import PCA, aggregate
 
 FEATURES = ["Cells_a", "Cells_b", "Nuclei_c"]
 
@@ -84,3 +84,14 @@ def test_non_finite_and_bad_arguments(cells: pd.DataFrame) -> None:
         aggregate(cells, operation="sum")
     with pytest.raises(ValueError, match="grouping columns not found"):
         aggregate(cells, "Metadata_Site")
+
+
+def test_pca_scores_aggregate_to_pc_columns(cells: pd.DataFrame) -> None:
+    values = cells[FEATURES].to_numpy()
+    pca = PCA(2).fit(values)
+    scores = pca.transform(da.from_array(values, chunks=(100, 3)))
+    keys = ["Metadata_Plate", "Metadata_Well"]
+    wells = aggregate(scores, keys, metadata=cells, features=pca.get_feature_names_out())
+    assert list(wells.columns[-2:]) == ["PC1", "PC2"]
+    expected = cells[keys].assign(PC1=pca.transform(values)[:, 0]).groupby(keys)["PC1"].mean()
+    np.testing.assert_allclose(wells["PC1"], expected.to_numpy(), rtol=1e-9)

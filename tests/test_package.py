@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dask
 import pytest
@@ -13,14 +15,54 @@ from cellscale._optional import import_optional
 from cellscale.config import config_value
 
 
-def test_import_does_not_pull_torch_or_cellpose() -> None:
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_import_does_not_pull_torch_cellpose_or_matplotlib() -> None:
+    heavy = "('torch', 'cellpose', 'torchvision', 'matplotlib')"
+    code = f"import sys, cellscale; print(','.join(m for m in {heavy} if m in sys.modules))"
+    assert _run(code) == ""
+
+
+def test_submodules_are_attributes_of_the_package() -> None:
     code = (
         "import sys, cellscale; "
-        "bad = [m for m in ('torch', 'cellpose', 'torchvision') if m in sys.modules]; "
-        "print(','.join(bad))"
+        "print(cellscale.plots.plate_heatmap.__module__, "
+        "cellscale.testing.synthetic_plate.__name__, "
+        "'matplotlib' in sys.modules, 'plots' in dir(cellscale))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _run(code) == "cellscale.plots synthetic_plate True True"
+
+
+def test_unknown_attribute_names_the_module() -> None:
+    with pytest.raises(AttributeError, match="module 'cellscale' has no attribute 'plot'"):
+        cellscale.plot  # noqa: B018
+
+
+def test_type_checkers_see_the_lazy_api(tmp_path: Path) -> None:
+    script = tmp_path / "user.py"
+    script.write_text(
+        "import cellscale\n"
+        "cellscale.open_plate(1, 2, 3)\n"
+        "cellscale.plots.plate_heatmap({'A01': 1.0}, lable='x')\n"
+        "pca: cellscale.PCA = cellscale.PCA(3)\n"
+    )
+    # Only cellscale's own signatures matter here: skipping the installed packages and
+    # the errors inside cellscale keeps the check to a second or two.
+    flags = ["--no-site-packages", "--follow-imports=silent", "--cache-dir", "cache"]
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", *flags, script.name],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(Path(cellscale.__file__).parents[1])},
+    )
+    errors = [line for line in out.stdout.splitlines() if ": error:" in line]
+    assert any(line.startswith("user.py:2:") and '"open_plate"' in line for line in errors), out
+    assert any(line.startswith("user.py:3:") and '"lable"' in line for line in errors), out
+    assert not any(line.startswith("user.py:4:") for line in errors), out
 
 
 def test_public_names_resolve() -> None:

@@ -155,7 +155,123 @@ def test_non_finite_input_names_the_chunk(bad: float) -> None:
 def test_unfitted_and_bad_arguments() -> None:
     with pytest.raises(AttributeError, match="not fitted"):
         PCA(2).components_  # noqa: B018
-    with pytest.raises(ValueError, match="n_components=9"):
-        PCA(9).fit(_data(20, 4, np.float64)).components_  # noqa: B018
     with pytest.raises(ValueError, match="4 features"):
         PCA(2).fit(_data(20, 5, np.float64)).partial_fit(_data(20, 4, np.float64))
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (2.5, TypeError, r"n_components must be a positive int or None, got 2\.5 of type float"),
+        ("3", TypeError, r"got '3' of type str"),
+        (True, TypeError, r"got True of type bool"),
+        (0, ValueError, r"n_components must be a positive int or None, got 0"),
+        (-1, ValueError, r"got -1"),
+    ],
+)
+def test_n_components_is_checked_at_construction(value: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        PCA(value)  # type: ignore[arg-type]  # wrong on purpose
+
+
+def test_n_components_accepts_numpy_integers(tmp_path) -> None:
+    pca = PCA(np.int64(3)).fit(_data(20, 4, np.float64))
+    pca.save(tmp_path / "pca.npz")  # the saved parameters are plain JSON
+    assert PCA.load(tmp_path / "pca.npz").n_components_ == 3
+
+
+@pytest.mark.parametrize(
+    ("k", "shape", "message"),
+    [
+        (
+            20,
+            (100, 8),
+            r"n_components=20 must be at most min\(n_samples, n_features\) = "
+            r"min\(100, 8\) = 8",
+        ),
+        (9, (6, 30), r"n_components=9 .* min\(6, 30\) = 6"),
+    ],
+)
+def test_fit_refuses_more_components_than_the_data_has(
+    k: int, shape: tuple[int, int], message: str
+) -> None:
+    x = da.from_array(_data(*shape, np.float64), chunks=(50, -1))
+    with raise_if_dask_computes(), pytest.raises(ValueError, match=message):
+        PCA(k).fit(x)  # refused before any pass over the data
+
+
+def test_fit_counts_the_masked_rows() -> None:
+    x = _data(100, 8, np.float64)
+    mask = np.zeros(100, dtype=bool)
+    mask[:4] = True
+    with pytest.raises(ValueError, match=r"n_components=5 .* min\(4, 8\) = 4"):
+        PCA(5).fit(x, mask=mask)
+
+
+def test_partial_fit_checks_features_and_reading_checks_rows() -> None:
+    with pytest.raises(ValueError, match=r"n_components=9 must be at most n_features=4"):
+        PCA(9).partial_fit(_data(20, 4, np.float64))
+    small = PCA(5).partial_fit(_data(3, 8, np.float64))  # later batches may add rows
+    with pytest.raises(ValueError, match=r"n_components=5 must be between 1 and .*=3"):
+        small.components_  # noqa: B018
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.str_])
+def test_non_real_input_is_refused(dtype: type) -> None:
+    x = _data(50, 4, np.float64).astype(dtype)
+    with pytest.raises(TypeError, match=rf"X has dtype {x.dtype}; PCA needs real numbers"):
+        PCA(2).fit(x)
+    with pytest.raises(TypeError, match="PCA needs real numbers"):
+        PCA(2).fit(_data(50, 4, np.float64)).transform(x)
+
+
+def test_feature_names_out_are_pc1_to_pck() -> None:
+    assert PCA(3).fit(_data(50, 6, np.float64)).get_feature_names_out() == ["PC1", "PC2", "PC3"]
+    assert PCA().fit(_data(4, 6, np.float64)).get_feature_names_out() == [
+        "PC1",
+        "PC2",
+        "PC3",
+        "PC4",
+    ]
+
+
+def _saved(tmp_path, **changes: object) -> object:
+    """A saved PCA with some arrays replaced (``None`` drops one)."""
+    PCA(3).fit(_data(50, 6, np.float64)).save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"components": None}, r"bad\.npz' is not a complete PCA file: it misses \['components'\]"),
+        ({"mean": None, "n": None}, r"misses \['n', 'mean'\]"),
+        (
+            {"mean": np.zeros(5)},
+            r"m2 has shape \(6, 6\), expected \(5, 5\); components has "
+            r"shape \(3, 6\), expected \(k, 5\)",
+        ),
+        ({"components": np.zeros((2, 6))}, r"components has 2 rows, n_components=3"),
+        (
+            {"eigenvalues": np.zeros(9)},
+            r"eigenvalues has shape \(9,\), expected \(r,\) with 3 "
+            r"<= r <= 6",
+        ),
+        ({"m2": np.zeros((6, 5))}, r"inconsistent PCA arrays: m2 has shape \(6, 5\)"),
+        ({"n": np.array([50, 1])}, r"n has shape \(2,\), expected a scalar"),
+        ({"mean": np.zeros((1, 6))}, r"mean has shape \(1, 6\), expected \(n_features,\)"),
+    ],
+)
+def test_load_names_what_is_wrong_with_the_file(
+    tmp_path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PCA.load(_saved(tmp_path, **changes))

@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 
 from cellscale import plots
@@ -56,3 +57,79 @@ def test_plate_heatmap_layout(wells: int, shape: tuple[int, int], tmp_path) -> N
     assert grid.shape == shape
     assert grid.mask[1, 2]  # the missing well B03 is blank
     assert grid[0, 1] == 1.0
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def _tick_labels(axis: Axis) -> list[str]:
+    """The labels of the major ticks drawn (inside the axis' view)."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=True)
+    return [label.get_text() for value, label in ticks if low <= value <= high]
+
+
+def test_plate_heatmap_labels_fit_their_wells() -> None:
+    values = pd.Series(
+        {"A01": 2090.0, "A02": 12_345.0, "A03": 123_456.0, "A04": 0.0304, "A05": 3.14159}
+    )
+    fig = plots.plate_heatmap(values, label="cells")
+    assert _texts(fig) == ["2.1k", "12k", "123k", "0.03", "3.1"]
+    assert all(len(text) <= 4 for text in _texts(fig))
+
+
+def test_plate_heatmap_label_defaults_to_the_series_name() -> None:
+    wells = pd.DataFrame({"well": ["A01", "B02"], "PC1": [-1.5, 2.0]}).set_index("well")
+    fig = plots.plate_heatmap(wells["PC1"], center=0)
+    assert fig.axes[1].get_ylabel() == "PC1"
+
+
+def test_explained_variance_ticks_are_whole_components() -> None:
+    fig = plots.explained_variance(np.array([0.5, 0.3, 0.2]))
+    fig.canvas.draw()
+    assert _tick_labels(fig.axes[0].xaxis) == ["PC1", "PC2", "PC3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "log", "scale"),
+    [
+        ("Metadata_concentration", None, "symlog"),
+        ("dose (µM)", None, "symlog"),
+        ("area", None, "linear"),
+        ("area", True, "symlog"),
+        ("concentration", False, "linear"),
+    ],
+)
+def test_pca_scatter_colours_concentrations_on_a_log_scale(
+    name: str, log: bool | None, scale: str
+) -> None:
+    doses = np.resize([0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], 400)
+    color = pd.Series(doses, name=name)
+    scores = np.random.default_rng(2).normal(size=(400, 3))
+    fig = plots.pca_scatter(scores, color, log=log)
+    bar = fig.axes[1]
+    fig.canvas.draw()
+    assert bar.get_ylabel() == name
+    assert bar.get_yscale() == scale
+    if scale == "symlog":
+        assert _tick_labels(bar.yaxis) == ["0", "0.01", "0.1", "1", "10"]
+
+
+def test_plate_heatmap_log_scale_for_positive_concentrations() -> None:
+    doses = pd.Series({"A01": 0.01, "A02": 0.1, "A03": 1.0, "A04": 10.0}, name="concentration")
+    fig = plots.plate_heatmap(doses)
+    bar = fig.axes[1]
+    fig.canvas.draw()
+    assert bar.get_yscale() == "log"
+    assert _tick_labels(bar.yaxis) == ["0.01", "0.1", "1", "10"]
+
+
+def test_log_scale_refuses_negative_values_and_a_centre() -> None:
+    values = pd.Series({"A01": -1.0, "A02": 1.0})
+    with pytest.raises(ValueError, match=r"log colour scale needs values >= 0.*from -1 to 1"):
+        plots.plate_heatmap(values, log=True)
+    with pytest.raises(ValueError, match="either center or log=True"):
+        plots.plate_heatmap(values, log=True, center=0)
+    fig = plots.plate_heatmap(values.rename("dose"))  # negative doses: linear, no error
+    assert fig.axes[1].get_yscale() == "linear"

@@ -44,7 +44,8 @@ def aggregate(
         or ``"median"`` (exact; for arrays one group's rows are loaded at a time).
     features
         Feature columns of a table, or names for an array's columns (default
-        ``feature_0000``, ...).
+        ``feature_0000``, ...; for PCA scores pass ``pca.get_feature_names_out()``,
+        which names them ``PC1``, ``PC2``, ...).
     metadata
         The cell table for array input (must hold the ``by`` columns).
     output

@@ -10,8 +10,14 @@ import dask.array as da
 import numpy as np
 
 from cellscale.profiles._apply import lazy_affine
-from cellscale.profiles._io import as_cell_array, as_row_mask, cell_input
+from cellscale.profiles._io import CellInput, as_cell_array, as_row_mask, cell_input
 from cellscale.profiles._moments import Moments, compute_moments, moments_graph
+from cellscale.profiles._pca_checks import (
+    check_components_fit,
+    check_n_components,
+    check_real,
+    check_saved,
+)
 from cellscale.profiles._persist import read_model, save_model
 
 __all__ = ["PCA"]
@@ -31,7 +37,8 @@ class PCA:
     Parameters
     ----------
     n_components
-        Number of components to keep; ``None`` keeps ``min(n_samples, n_features)``.
+        Number of components to keep, a positive int of at most
+        ``min(n_samples, n_features)``; ``None`` keeps ``min(n_samples, n_features)``.
     whiten
         Scale the scores to unit variance in :meth:`transform`.
     compute_dtype
@@ -71,6 +78,8 @@ class PCA:
     >>> pca = PCA(3).fit(x)
     >>> pca.components_.shape, pca.transform(x).shape
     ((3, 8), (1000, 3))
+    >>> pca.get_feature_names_out()
+    ['PC1', 'PC2', 'PC3']
     """
 
     def __init__(
@@ -81,7 +90,7 @@ class PCA:
         compute_dtype: Any = None,
         split_every: int = 8,
     ) -> None:
-        self.n_components = n_components
+        self.n_components = check_n_components(n_components)
         self.whiten = whiten
         self.compute_dtype = compute_dtype
         self.split_every = split_every
@@ -109,34 +118,55 @@ class PCA:
 
         Raises
         ------
+        TypeError
+            If ``X`` is not real numbers (e.g. complex).
         ValueError
-            If a selected row holds NaN or inf (the message names its chunk's rows).
+            If a selected row holds NaN or inf (the message names its chunk's rows), or
+            ``n_components`` is more than ``min(n_samples, n_features)``.
         """
-        self._moments = None
-        return self.partial_fit(X, mask=mask)
+        cells = self._checked(X)
+        n_rows, n_features = cells.array.shape
+        check_components_fit(self.n_components, n_features, n_rows)  # before the pass
+        moments = self._moments_of(cells, mask)
+        check_components_fit(self.n_components, n_features, moments.n)  # the rows selected
+        self._set_moments(moments)
+        self._frozen = False
+        return self
 
     def partial_fit(self, X: Any, y: Any = None, *, mask: Any = None) -> PCA:
-        """Merge the rows of ``X`` into the fitted statistics (see :meth:`fit`)."""
+        """Merge the rows of ``X`` into the fitted statistics (see :meth:`fit`).
+
+        Batches may be smaller than ``n_components``: only the rows of all batches
+        together must number at least ``n_components`` when the components are read.
+        """
         if self._frozen:
             raise ValueError("this PCA was saved without statistics and cannot be updated")
+        cells = self._checked(X, self._moments)
+        check_components_fit(self.n_components, cells.array.shape[1], None)
+        moments = self._moments_of(cells, mask)
+        self._set_moments(moments if self._moments is None else self._moments.merge(moments))
+        return self
+
+    def _checked(self, X: Any, fitted: Moments | None = None) -> CellInput:
+        """``X`` as cell input, checked to be real and to have the fitted features."""
         cells = cell_input(X)
-        arr = cells.array
-        if self._moments is not None and arr.shape[1] != self._moments.mean.shape[0]:
-            raise ValueError(
-                f"X has {arr.shape[1]} features, the model was fitted on "
-                f"{self._moments.mean.shape[0]}"
-            )
-        rows = None if mask is None else as_row_mask(mask, arr)
+        check_real(cells.array.dtype)
+        d = cells.array.shape[1]
+        if fitted is not None and d != fitted.mean.shape[0]:
+            raise ValueError(f"X has {d} features, the model was fitted on {fitted.mean.shape[0]}")
+        return cells
+
+    def _moments_of(self, cells: CellInput, mask: Any) -> Moments:
+        """The moments of the rows of ``cells`` selected by ``mask``, in one pass."""
+        rows = None if mask is None else as_row_mask(mask, cells.array)
         graph = moments_graph(
-            arr,
+            cells.array,
             rows,
             raw=cells.raw,
             compute_dtype=self.compute_dtype,
             split_every=self.split_every,
         )
-        moments = compute_moments(graph)
-        self._set_moments(moments if self._moments is None else self._moments.merge(moments))
-        return self
+        return compute_moments(graph)
 
     def _set_moments(self, moments: Moments) -> None:
         if moments.n < 2:
@@ -210,11 +240,23 @@ class PCA:
 
         Lazy and chunked: dask, Zarr and path inputs give a dask array (write it with
         ``.to_zarr``); NumPy input gives NumPy. float32 input gives float32 scores.
+        Name the score columns with :meth:`get_feature_names_out`.
         """
+        arr = as_cell_array(X)
+        check_real(arr.dtype)
         scale = np.sqrt(self.explained_variance_) if self.whiten else None
         matrix = self.components_.T if scale is None else self.components_.T / scale
-        out = lazy_affine(as_cell_array(X), self.mean_, None, matrix)
+        out = lazy_affine(arr, self.mean_, None, matrix)
         return out.compute() if isinstance(X, np.ndarray) else out
+
+    def get_feature_names_out(self) -> list[str]:
+        """Names of the score columns: ``PC1``, ``PC2``, … ``PC{n_components_}``.
+
+        The names cellscale gives principal components everywhere (the pipeline's
+        ``cells.parquet``, :class:`Spherizer` tables, plot axes); pass them as
+        ``features`` to :func:`cellscale.aggregate` to name per-well mean scores.
+        """
+        return [f"PC{i + 1}" for i in range(self.n_components_)]
 
     def fit_transform(self, X: Any, y: Any = None, *, mask: Any = None) -> Any:
         """:meth:`fit`, then :meth:`transform` all rows of ``X``."""
@@ -255,9 +297,17 @@ class PCA:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PCA:
-        """Load a model written by :meth:`save`."""
+        """Load a model written by :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            If the file is not a cellscale PCA, misses one of its arrays, or holds arrays
+            whose shapes disagree (the message names them).
+        """
         meta, arrays = read_model(path, "PCA")
         model = cls(**meta["params"])
+        check_saved(arrays, model.n_components, path)
         n = int(arrays["n"])
         d = arrays["mean"].shape[0]
         m2 = arrays.get("m2")
