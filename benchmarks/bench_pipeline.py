@@ -547,9 +547,6 @@ def main() -> None:
     parser.add_argument("--skip-scaling", action="store_true", help="only the largest run")
     args = parser.parse_args()
 
-    from cellscale.demo import _quiet_cluster_logs
-
-    _quiet_cluster_logs()
     counts = sorted(set(args.workers))
     if args.skip_scaling:
         counts = counts[-1:]

@@ -13,8 +13,6 @@ is missing is done.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,17 +84,10 @@ def run_demo(settings: DemoSettings) -> RunSummary:
     """Run the demo pipeline, print its summary and per-condition table; return the summary."""
     from cellscale.pipeline._run import run
 
-    _quiet_cluster_logs()
     summary = run(demo_config(settings))
     print(summary)
     print(_dose_table(Path(settings.out)))
     return summary
-
-
-def _quiet_cluster_logs() -> None:
-    """Keep dask's INFO lines (worker start/stop) out of the demo's output, in workers too."""
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _dose_table(out: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from distributed.utils import key_split
 
 from cellscale import gpu_tasks, start_cluster
 from cellscale.cluster import ClusterClient, preserve_annotations, task_name
+from cellscale.cluster._dashboard import dashboard_message
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +141,67 @@ def test_ssh_hint_names_the_forwarded_port(
     with start_cluster("local", n_workers=1, processes=False, dashboard_address="localhost:0") as c:
         port = c.cluster.scheduler_info["services"]["dashboard"]
     assert f"ssh -N -L {port}:localhost:{port} " in capsys.readouterr().out
+
+
+def test_dashboard_link_shown_only_while_the_cluster_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = start_cluster(
+        "local", n_workers=1, gpu_workers=0, processes=False, dashboard_address="localhost:0"
+    )
+    try:
+        port = client.cluster.scheduler_info["services"]["dashboard"]
+        link = f"http://localhost:{port}/status"
+        assert link in capsys.readouterr().out
+        assert client.dashboard_link == link
+        expected = f"<ClusterClient 'cellscale-local': workers=1, threads=1, dashboard={link}>"
+        assert repr(client) == expected
+        assert link in client._repr_html_()
+    finally:
+        client.close()
+    assert client.dashboard_link == client.cluster.dashboard_link == ""
+    assert repr(client) == "<ClusterClient 'cellscale-local': closed>"
+    assert repr(client.cluster) == "<PooledCluster 'cellscale-local': closed>"
+    assert str(port) not in client._repr_html_() + client.cluster._repr_html_()
+    message = dashboard_message(client.cluster, ssh_hint=True)
+    assert message == "cellscale: cluster 'cellscale-local' is closed: no dashboard"
+
+
+def _distributed_info(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("distributed") and r.levelno < logging.WARNING
+    ]
+
+
+def test_distributed_info_logs_are_off_unless_verbose(caplog: pytest.LogCaptureFixture) -> None:
+    level = logging.getLogger("distributed").level
+    with start_cluster("local", n_workers=1, gpu_workers=0, processes=False, quiet=True):
+        assert not logging.getLogger("distributed").isEnabledFor(logging.INFO)
+    assert _distributed_info(caplog) == []
+    assert logging.getLogger("distributed").level == level  # given back at close
+    with start_cluster("local", n_workers=1, gpu_workers=0, processes=False, verbose=True):
+        pass
+    assert any("Scheduler at" in line for line in _distributed_info(caplog))
+
+
+def test_verbose_comes_from_config_and_the_keyword_wins(caplog: pytest.LogCaptureFixture) -> None:
+    options = {"n_workers": 1, "gpu_workers": 0, "processes": False, "quiet": True}
+    with dask.config.set({"cellscale.cluster.verbose": True}):
+        with start_cluster("local", verbose=False, **options):
+            pass
+        assert _distributed_info(caplog) == []
+        with start_cluster("local", **options):
+            pass
+    assert any("Scheduler at" in line for line in _distributed_info(caplog))
+
+
+def test_worker_processes_are_quiet_too(capfd: pytest.CaptureFixture[str]) -> None:
+    with start_cluster("local", n_workers=1, gpu_workers=0, threads_per_worker=1, quiet=True) as c:
+        assert c.submit(sum, [1, 2]).result() == 3
+    err = capfd.readouterr().err
+    assert "- INFO -" not in err, err
 
 
 def test_pools_scale_independently(client: ClusterClient) -> None:

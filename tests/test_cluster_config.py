@@ -29,6 +29,13 @@ def test_package_yaml_defaults_are_in_dask_config() -> None:
     assert dask.config.get("cellscale.zarr.codec")  # the other sections survive
 
 
+def test_clusters_are_quiet_and_explain_jobs_pending_a_minute_by_default() -> None:
+    assert dask.config.get("cellscale.cluster.verbose") is False
+    assert settings("slurm", {}, nested=("cpu", "gpu"))["explain_pending_after"] == "60s"
+    given = {"explain_pending_after": False}
+    assert settings("slurm", given, nested=("cpu", "gpu"))["explain_pending_after"] is False
+
+
 def test_user_file_then_env_then_keyword_take_precedence(
     fresh_config: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

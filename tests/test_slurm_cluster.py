@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,8 @@ def _start(
     gpu_jobs: int = 1,
     memory: str = "1GiB",
     walltime: str = "00:10:00",
+    cores: int = 1,
+    **options: object,
 ) -> ClusterClient:
     return start_cluster(
         "slurm",
@@ -56,8 +59,9 @@ def _start(
         log_directory=str(tmp / "logs"),
         dashboard_address="127.0.0.1:0",
         quiet=True,
-        cpu={"jobs": cpu_jobs, "cores": 1, "memory": memory},
+        cpu={"jobs": cpu_jobs, "cores": cores, "memory": memory},
         gpu={"jobs": gpu_jobs, "cores": 1, "memory": memory},
+        **options,
     )
 
 
@@ -151,6 +155,25 @@ def test_gpu_pool_adapts_by_gpu_tasks_on_slurm(slurm: None, tmp_path: Path) -> N
         del where
         _wait_for(lambda: not [n for n, _ in _jobs().values() if n == "cellscale-gpu"])
         assert _ids("cellscale-cpu")
+
+
+def test_a_job_asking_for_more_cores_than_the_node_has_is_explained(
+    slurm: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sinfo = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, check=True)
+    node_cores = int(sinfo.stdout.split()[0])  # one node
+    with _start(tmp_path, gpu_jobs=0, cores=node_cores + 1, explain_pending_after="2s"):
+        _wait_for(lambda: bool(_ids("cellscale-cpu", "PENDING")), timeout=20)
+        (job,) = _ids("cellscale-cpu", "PENDING")
+        _wait_for(lambda: any(r.name == "cellscale.cluster" for r in caplog.records), 30)
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "cellscale.cluster"]
+    assert re.match(
+        rf"SLURM job {job} of the cpu pool has been pending for \d+ s: PartitionConfig; it asks "
+        rf"for {node_cores + 1} cores, 1.00 GiB on partition 'debug'\. The partition's nodes "
+        rf"have {node_cores} cores?, [\d.]+ GiB, gpu:1 \(1 node\)\.",
+        message,
+    ), message
+    _wait_for(lambda: not [n for n, _ in _jobs().values() if n.startswith("cellscale-")], 20)
 
 
 def test_the_pipeline_runs_on_slurm_and_survives_scancel_of_a_worker_job(

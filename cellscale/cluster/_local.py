@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -34,7 +35,9 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def local_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledCluster:
+def local_cluster(
+    options: Mapping[str, Any], dashboard_address: str, *, verbose: bool = False
+) -> PooledCluster:
     """Start a :class:`PooledCluster` on this machine with a ``cpu`` and a ``gpu`` pool.
 
     Parameters
@@ -44,6 +47,9 @@ def local_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledC
         ``threads_per_worker``, ``memory_limit``, ``gpu_workers``, ``processes``).
     dashboard_address
         Where the dashboard listens.
+    verbose
+        Let distributed's INFO log lines through, here and in the worker processes; by
+        default only warnings and errors.
     """
     s = settings("cluster.local", options)
     n_workers, threads = s["n_workers"], s["threads_per_worker"]
@@ -57,7 +63,12 @@ def local_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledC
     if memory == "auto":
         memory = MEMORY_LIMIT // max(n_workers + gpu_workers, 1)
     worker_cls = Nanny if s["processes"] else Worker
-    base = {"nthreads": threads, "memory_limit": memory, "host": "127.0.0.1"}
+    base = {
+        "nthreads": threads,
+        "memory_limit": memory,
+        "host": "127.0.0.1",
+        "silence_logs": False if verbose else logging.WARNING,
+    }
 
     def cpu_spec(number: int) -> dict[str, Any]:
         return {"cls": worker_cls, "options": dict(base)}
@@ -76,7 +87,7 @@ def local_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledC
         "cls": Scheduler,
         "options": {"host": "127.0.0.1", "dashboard_address": dashboard_address},
     }
-    cluster = PooledCluster(scheduler, pools, name="cellscale-local")
+    cluster = PooledCluster(scheduler, pools, name="cellscale-local", verbose=verbose)
     cluster.pools["cpu"].scale(n_workers)
     cluster.pools["gpu"].scale(gpu_workers)
     cluster.sync(cluster._correct_state)  # wait until the workers are up

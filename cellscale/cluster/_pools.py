@@ -11,6 +11,7 @@ job), which is how the scheduler's workers are mapped back to their pool.
 from __future__ import annotations
 
 import asyncio
+import html
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -19,6 +20,9 @@ import dask
 from dask.utils import parse_timedelta
 from distributed import Adaptive, SpecCluster
 from distributed.core import Status
+
+from cellscale.cluster._dashboard import dashboard_link
+from cellscale.cluster._logs import QUIET_DISTRIBUTED
 
 __all__ = ["PoolAdaptive", "PooledCluster", "WorkerPool"]
 
@@ -91,6 +95,11 @@ class WorkerPool:
         workers = self.cluster.scheduler_info.get("workers", {}).values()
         return {str(w["name"]) for w in workers if self.owns(w["name"])}
 
+    @property
+    def connected_entries(self) -> set[str]:
+        """Names of the entries (processes or batch jobs) with a worker connected."""
+        return {_entry_of(w) for w in self.observed}
+
     # -- what Adaptive needs from a "cluster" ----------------------------------------------
     @property
     def status(self) -> Status:
@@ -123,7 +132,7 @@ class WorkerPool:
             jobs = math.ceil((n or 0) / self.processes_per_entry)
         entries = self.entries
         if len(entries) > jobs:
-            connected = {_entry_of(w) for w in self.observed}
+            connected = self.connected_entries
             order = [k for k in entries if k not in connected]
             order += [k for k in reversed(entries) if k in connected]
             for name in order[: len(entries) - jobs]:
@@ -220,8 +229,19 @@ class PooledCluster(SpecCluster):
         Security used to talk to the scheduler.
     name
         Cluster name shown on the dashboard.
+    verbose
+        Let distributed's INFO log lines through while the cluster runs; by default only
+        its warnings and errors (of this process: the workers' own processes are told
+        through their options).
     on_close
         Called once after the cluster closed (e.g. to remove temporary files).
+
+    Attributes
+    ----------
+    launch_hooks
+        Called without arguments on the cluster's event loop each time the cluster has
+        brought its processes or batch jobs in line with the pools' plans (after a scale,
+        an adaptive step or the replacement of a lost job).
     """
 
     def __init__(
@@ -231,7 +251,7 @@ class PooledCluster(SpecCluster):
         *,
         security: Any = None,
         name: str | None = None,
-        silence_logs: str | bool = "error",
+        verbose: bool = False,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         if not pools:
@@ -241,14 +261,32 @@ class PooledCluster(SpecCluster):
             for pool_name, (spec, resource) in pools.items()
         }
         self._on_close = on_close
-        super().__init__(
-            workers={},
-            scheduler=scheduler,
-            worker=None,
-            security=security,
-            name=name,
-            silence_logs=silence_logs,
-        )
+        self.launch_hooks: list[Callable[[], None]] = []
+        self._quiet = not verbose
+        if self._quiet:
+            QUIET_DISTRIBUTED.acquire()
+        try:
+            super().__init__(
+                workers={}, scheduler=scheduler, worker=None, security=security, name=name
+            )
+        except BaseException:
+            self._release_quiet()
+            raise
+
+    @property
+    def dashboard_link(self) -> str:
+        """Link to the dashboard while the cluster runs, ``""`` once it is closed."""
+        return dashboard_link(self)
+
+    def __repr__(self) -> str:
+        if self.status != Status.running:
+            return f"<{type(self).__name__} {self.name!r}: {self.status.name}>"
+        return super().__repr__()
+
+    def _repr_html_(self, cluster_status: Any = None) -> str:
+        if self.status != Status.running:  # no links to a dashboard that is gone
+            return f"<p>{html.escape(repr(self))}</p>"
+        return str(super()._repr_html_(cluster_status))
 
     @property
     def default_pool(self) -> WorkerPool:
@@ -273,6 +311,11 @@ class PooledCluster(SpecCluster):
     def adapt(self, *args: Any, **kwargs: Any) -> PoolAdaptive:
         """Adapt the default pool (see :meth:`WorkerPool.adapt`)."""
         return self.default_pool.adapt(*args, **kwargs)
+
+    async def _correct_state_internal(self) -> None:
+        await super()._correct_state_internal()
+        for hook in self.launch_hooks:
+            hook()
 
     def _update_worker_status(self, op: str, msg: Any) -> None:
         """Forget a lost worker's job after ``distributed.deploy.lost-worker-timeout`` and
@@ -300,9 +343,15 @@ class PooledCluster(SpecCluster):
         try:
             await super()._close()
         finally:
+            self._release_quiet()
             if self._on_close is not None:
                 self._on_close()
                 self._on_close = None
+
+    def _release_quiet(self) -> None:
+        if self._quiet:
+            self._quiet = False
+            QUIET_DISTRIBUTED.release()
 
 
 def _entry_of(worker_name: str) -> str:

@@ -10,6 +10,7 @@ from dask.utils import parse_timedelta
 from distributed import Scheduler
 
 from cellscale.cluster._options import settings
+from cellscale.cluster._pending import PendingJobWatcher
 from cellscale.cluster._pools import PooledCluster, SpecFactory
 from cellscale.cluster._tls import cluster_security
 
@@ -136,8 +137,13 @@ def slurm_pool_specs(
     return {"cpu": (cpu_spec, None), "gpu": (gpu_spec, "GPU")}
 
 
-def slurm_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledCluster:
+def slurm_cluster(
+    options: Mapping[str, Any], dashboard_address: str, *, verbose: bool = False
+) -> PooledCluster:
     """Start the scheduler here and the ``cpu`` and ``gpu`` pools as SLURM batch jobs.
+
+    Jobs still pending after ``explain_pending_after`` are explained by a
+    :class:`~cellscale.cluster._pending.PendingJobWatcher`.
 
     Parameters
     ----------
@@ -146,6 +152,9 @@ def slurm_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledC
         the pool sections.
     dashboard_address
         Where the dashboard listens (keep it on localhost on a shared login node).
+    verbose
+        Let the scheduler's INFO log lines through; by default only warnings and errors.
+        (The workers log to their jobs' output files, in full.)
     """
     options = dict(options)
     cpu = settings("slurm.cpu", options.pop("cpu", None) or {})
@@ -166,11 +175,18 @@ def slurm_cluster(options: Mapping[str, Any], dashboard_address: str) -> PooledC
             },
         }
         cluster = PooledCluster(
-            scheduler, pools, security=security, name="cellscale-slurm", on_close=cleanup
+            scheduler,
+            pools,
+            security=security,
+            name="cellscale-slurm",
+            verbose=verbose,
+            on_close=cleanup,
         )
     except BaseException:
         cleanup()
         raise
+    if common["explain_pending_after"] not in (None, False):
+        PendingJobWatcher(cluster, parse_timedelta(common["explain_pending_after"], "s"))
     cluster.pools["cpu"].scale(jobs=int(cpu["jobs"]))
     cluster.pools["gpu"].scale(jobs=int(gpu["jobs"]))
     return cluster

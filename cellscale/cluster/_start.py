@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import html
 import os
 from typing import Any
 
 from distributed import Client
+from distributed.core import Status
 
 from cellscale.cluster._dashboard import dashboard_message
 from cellscale.cluster._gpu import KEEP_ANNOTATIONS
+from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster
-from cellscale.config import config_value
 
 __all__ = ["ClusterClient", "start_cluster"]
 
@@ -20,7 +22,8 @@ class ClusterClient(Client):
 
     While it is open, graph optimisation keeps task annotations
     (:func:`~cellscale.cluster.preserve_annotations`), so GPU-tagged tasks stay on GPU
-    workers whichever way a collection is computed.
+    workers whichever way a collection is computed. Its repr names the dashboard link while
+    the cluster runs, and says ``closed`` once it is closed.
     """
 
     cluster: PooledCluster
@@ -33,6 +36,23 @@ class ClusterClient(Client):
         except BaseException:
             self._release_config()
             raise
+
+    def __repr__(self) -> str:
+        cluster = getattr(self, "cluster", None)
+        if not isinstance(cluster, PooledCluster):  # not connected to its cluster yet
+            return super().__repr__()
+        if cluster.status != Status.running:
+            return f"<{type(self).__name__} {cluster.name!r}: {cluster.status.name}>"
+        workers = cluster.scheduler_info.get("workers", {}).values()
+        threads = sum(w["nthreads"] for w in workers)
+        text = f"<{type(self).__name__} {cluster.name!r}: workers={len(workers)}, threads={threads}"
+        link = cluster.dashboard_link
+        return f"{text}, dashboard={link}>" if link else f"{text}>"
+
+    def _repr_html_(self) -> str:
+        if isinstance(self.cluster, PooledCluster) and self.cluster.status != Status.running:
+            return f"<p>{html.escape(repr(self))}</p>"  # no links to a dashboard that is gone
+        return str(super()._repr_html_())
 
     @property
     def pools(self) -> dict[str, Any]:
@@ -58,6 +78,7 @@ def start_cluster(
     *,
     dashboard_address: str | None = None,
     quiet: bool = False,
+    verbose: bool | None = None,
     **options: Any,
 ) -> ClusterClient:
     """Start a dask cluster with a CPU and a GPU worker pool and return its client.
@@ -86,7 +107,9 @@ def start_cluster(
         ``interface``, ``local_directory``, ``log_directory``, ``job_script_prologue``,
         ``job_extra_directives``, ``python``, ``death_timeout``, ``lifetime_margin``,
         ``lifetime_stagger``, ``lifetime_restart``, ``security``,
-        ``shared_temp_directory``, and ``cpu={...}`` / ``gpu={...}`` with ``jobs``,
+        ``shared_temp_directory``, ``explain_pending_after`` (a job still pending after
+        that long is explained: SLURM's reason beside the request and the partition's
+        nodes; None or False: never), and ``cpu={...}`` / ``gpu={...}`` with ``jobs``,
         ``cores``, ``memory``, ``processes`` (cpu), ``queue``, ``gpus_per_job``,
         ``gpu_directive`` (gpu).
         Default: ``cellscale.cluster.kind``.
@@ -95,6 +118,10 @@ def start_cluster(
         (localhost only).
     quiet
         Do not print the dashboard link (and the ssh command that forwards it).
+    verbose
+        Show distributed's INFO log lines (scheduler, nanny and worker start-up and
+        shutdown) on stderr; by default only its warnings and errors are shown. Default:
+        ``cellscale.cluster.verbose``.
 
     Returns
     -------
@@ -109,17 +136,18 @@ def start_cluster(
     ...     sorted(client.pools)
     ['cpu', 'gpu']
     """
-    kind = config_value("cluster.kind", kind)
-    address = config_value("cluster.dashboard-address", dashboard_address)
+    given = {"kind": kind, "dashboard_address": dashboard_address, "verbose": verbose}
+    s = settings("cluster", given, nested=("local",))
+    kind, address = s["kind"], s["dashboard_address"]
     if kind == "local":
         from cellscale.cluster._local import local_cluster
 
-        cluster = local_cluster(options, address)
+        cluster = local_cluster(options, address, verbose=bool(s["verbose"]))
         remote_user = "SSH_CONNECTION" in os.environ
     elif kind == "slurm":
         from cellscale.cluster._slurm import slurm_cluster
 
-        cluster = slurm_cluster(options, address)
+        cluster = slurm_cluster(options, address, verbose=bool(s["verbose"]))
         remote_user = True
     else:
         raise ValueError(f"cluster kind must be 'local' or 'slurm', got {kind!r}")
