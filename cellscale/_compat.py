@@ -4,6 +4,9 @@
   failing task returns its error as a value instead of stopping the whole computation.
 - zarr's ``zarr.core`` types (array config, group metadata) and its sync bridge, which
   :func:`chunk_exists` uses for stores that are not on a local disk.
+- zarr's array metadata documents: :func:`array_metadata_document` reads one as stored,
+  and :func:`array_at` opens an array from a parsed document without reading it again,
+  so a plate's many identical field arrays open from one document.
 """
 
 from __future__ import annotations
@@ -11,18 +14,26 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import zarr
 from dask._task_spec import GraphNode, Task, TaskRef, convert_legacy_graph
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from zarr.core.array import AsyncArray, get_array_metadata, parse_array_metadata
 from zarr.core.array_spec import ArrayConfigParams
 from zarr.core.group import GroupMetadata
+from zarr.core.metadata import ArrayMetadata
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 __all__ = [
     "ArrayConfigParams",
+    "ArrayMetadata",
     "Failed",
     "GroupMetadata",
+    "array_at",
+    "array_metadata_document",
     "guard_graph",
+    "parse_array_metadata",
     "store_key_exists",
 ]
 
@@ -97,3 +108,14 @@ def guard_graph(graphs: Iterable[Mapping[Any, Any]]) -> HighLevelGraph:
 def store_key_exists(store: Any, key: str) -> bool:
     """Whether ``key`` exists in a zarr store, from synchronous code."""
     return bool(sync(store.exists(key)))
+
+
+def array_metadata_document(array: zarr.Array) -> dict[str, Any]:
+    """The JSON metadata document of ``array`` as stored (v2 attributes included)."""
+    where = StorePath(array.store, array.path)
+    return dict(sync(get_array_metadata(where, zarr_format=array.metadata.zarr_format)))
+
+
+def array_at(store: Any, path: str, metadata: ArrayMetadata) -> zarr.Array:
+    """The array at ``path`` in ``store`` with ``metadata``, opened without reading the store."""
+    return zarr.Array(AsyncArray(metadata=metadata, store_path=StorePath(store, path)))

@@ -32,18 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    """What a user's input or environment can cause: a bad path, file, option or store.
+
+    Every cellscale error about what it was given (``PlateError``, ``StaleOutputError``,
+    ``UnitFailure``, ``ConfigError`` …) derives from one of these.
+    """
     from cellscale._stages import OutputLockedError, StaleOutputError, UnitFailure
     from cellscale.pipeline._config import ConfigError
-    from cellscale.plate import PlateError
 
-    return (
-        PlateError,
-        StaleOutputError,
-        UnitFailure,
-        OutputLockedError,
-        FileNotFoundError,
-        ConfigError,
-    )
+    return (ValueError, OSError, StaleOutputError, UnitFailure, OutputLockedError, ConfigError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(command=None)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"cellscale {_version()}")
     commands = parser.add_subparsers(dest="command")
 
     run = commands.add_parser(
@@ -73,14 +71,54 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes")
     demo.set_defaults(run=_demo)
 
-    ingest = commands.add_parser("ingest", help="turn a folder of TIFFs into an OME-Zarr plate")
-    ingest.add_argument("source", type=Path)
-    ingest.add_argument("out", type=Path)
-    ingest.add_argument("--pattern", default="imagexpress", help="built-in name or a regex")
-    ingest.add_argument("--plate-map", type=Path, default=None, help="CSV with a well column")
-    ingest.add_argument("--channels", default=None, help="comma-separated channel ids or names")
-    ingest.add_argument("--fill-missing", action="store_true", help="fill missing images with 0")
-    ingest.add_argument("--version", choices=["0.4", "0.5"], default=None, help="NGFF version")
+    ingest = commands.add_parser(
+        "ingest",
+        help="turn a folder of TIFFs into an OME-Zarr plate",
+        description="Turn a folder of TIFFs into an OME-Zarr HCS plate, resumably. Example: "
+        "cellscale ingest ExampleFly/ fly.zarr --pattern 'POS(?P<field>\\d+)_(?P<c>[DFR])' "
+        "--default well=A01 --channels D=DNA,F=PH3,R=Cy3",
+    )
+    ingest.add_argument("source", type=Path, help="the folder holding the images")
+    ingest.add_argument("out", type=Path, help="the plate to write (*.zarr)")
+    ingest.add_argument(
+        "--pattern",
+        default="imagexpress",
+        help="a built-in name (imagexpress, imagexpress-projection, cellprofiler) or a regex "
+        "with named groups among well (or row and col), field, c, z, t, plate",
+    )
+    ingest.add_argument(
+        "--default",
+        action="append",
+        default=[],
+        metavar="GROUP=VALUE",
+        help="the value of a group the file names lack, e.g. well=A01 (repeatable)",
+    )
+    ingest.add_argument("--plate-map", type=Path, default=None, help="CSV/TSV with a well column")
+    ingest.add_argument(
+        "--channels",
+        default=None,
+        help="channels to keep, in order, by id or name; id=name renames (d0=DNA,d1=PH3)",
+    )
+    ingest.add_argument("--name", default=None, help="the plate's name")
+    ingest.add_argument(
+        "--on-unmatched",
+        choices=["raise", "warn", "ignore"],
+        default="raise",
+        help="what to do with image files the pattern does not match",
+    )
+    ingest.add_argument(
+        "--fill-missing", action="store_true", help="fill missing images of present fields with 0"
+    )
+    ingest.add_argument(
+        "--project-z",
+        choices=["max"],
+        default=None,
+        help="one plane per channel: max-project stacks, keep the instrument's projection or "
+        "single plane where a channel has no stack (mixed-Z acquisitions keep every channel)",
+    )
+    ingest.add_argument(
+        "--rgb", type=int, choices=[0, 1, 2], default=None, help="the sample of RGB files to take"
+    )
     _write_options(ingest)
     ingest.set_defaults(run=_ingest)
 
@@ -88,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     project.add_argument("plate", type=Path)
     project.add_argument("out", type=Path)
     project.add_argument("--method", default="max", choices=["max", "mean", "middle", "best_focus"])
+    project.add_argument(
+        "--focus-channel",
+        default=None,
+        help="the channel (name or position) whose sharpest plane best_focus keeps",
+    )
     _write_options(project)
     project.set_defaults(run=_project)
 
@@ -115,13 +158,48 @@ def _write_options(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check the output's complete units first and rewrite damaged ones",
     )
+    command.add_argument(
+        "--ngff-version", choices=["0.4", "0.5"], default=None, help="NGFF version of a new store"
+    )
+    command.add_argument(
+        "--levels",
+        type=int,
+        default=None,
+        help="pyramid levels, full resolution included (default: down to about 256 px)",
+    )
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _version() -> str:
+    from cellscale import __version__
+
+    return __version__
+
+
+def _channels(text: str | None) -> list[str] | dict[str, str] | None:
+    """``--channels``: ``a,b`` keeps channels in order; ``a=DNA,b=PH3`` also renames them."""
+    if not text:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not any("=" in item for item in items):
+        return items
+    if not all("=" in item for item in items):
+        raise ValueError(
+            f"--channels {text!r}: rename every channel (id=name) or none (a list of ids)"
+        )
+    return dict(_pair(item, "--channels") for item in items)
+
+
+def _pair(item: str, option: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    if not key.strip() or not value.strip():
+        raise ValueError(f"{option} {item!r}: expected NAME=VALUE")
+    return key.strip(), value.strip()
 
 
 def _run(args: argparse.Namespace) -> None:
-    from cellscale.demo import _quiet_cluster_logs
     from cellscale.pipeline import run
 
-    _quiet_cluster_logs()
     print(run(args.config, overwrite=args.overwrite, progress=not args.no_progress))
 
 
@@ -142,29 +220,56 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _ingest(args: argparse.Namespace) -> None:
     import cellscale
+    from cellscale.io._patterns import resolve_pattern
+    from cellscale.io._summary import plate_summary
 
-    channels = args.channels.split(",") if args.channels else None
+    defaults = dict(_pair(item, "--default") for item in args.default)
     out = cellscale.ingest(
         args.source,
         args.out,
-        pattern=args.pattern,
+        pattern=resolve_pattern(args.pattern, defaults or None),
         plate_map=args.plate_map,
-        channels=channels,
+        channels=_channels(args.channels),
         fill_missing=args.fill_missing,
-        version=args.version,
+        on_unmatched=args.on_unmatched,
+        rgb=args.rgb,
+        name=args.name,
+        project_z=args.project_z,
+        version=args.ngff_version,
+        levels=args.levels,
         overwrite=args.overwrite,
         verify=args.verify,
+        progress=not args.no_progress,
     )
-    print(cellscale.open_plate(out))
+    print(plate_summary(out))
 
 
 def _project(args: argparse.Namespace) -> None:
     import cellscale
 
     plate = cellscale.open_plate(args.plate)
-    projected = cellscale.project(plate, args.method)
-    cellscale.write_plate(projected, args.out, overwrite=args.overwrite, verify=args.verify)
+    focus = _focus_channel(args.focus_channel)
+    if focus is not None and args.method != "best_focus":
+        raise ValueError("--focus-channel is for --method best_focus")
+    projected = (
+        cellscale.project(plate, "best_focus", focus_channel=focus)
+        if args.method == "best_focus" and focus is not None
+        else cellscale.project(plate, args.method)
+    )
+    cellscale.write_plate(
+        projected,
+        args.out,
+        version=args.ngff_version,
+        levels=args.levels,
+        overwrite=args.overwrite,
+        verify=args.verify,
+        progress=not args.no_progress,
+    )
     print(f"wrote the {args.method} projection of {args.plate} to {args.out}")
+
+
+def _focus_channel(text: str | None) -> str | int | None:
+    return int(text) if text is not None and text.isdigit() else text
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -176,9 +281,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> None:
-    import cellscale
+    from cellscale.io._summary import plate_summary
 
-    print(cellscale.open_plate(args.plate))
+    print(plate_summary(args.plate))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from cellscale.io._chunk_files import (
     chunk_of,
     read_chunk_file,
     within_chunk,
+    write_chunk_file,
 )
 from cellscale.io._chunks import DamagedChunkError, read_chunk, read_image
 
@@ -165,3 +166,50 @@ def test_missing_chunks_read_as_fill_unless_strict(tmp_path: Path) -> None:
         read_chunk(array, index, missing_ok=False)
     with pytest.raises(DamagedChunkError, match="is missing"):
         read_image(array, index, (0, 0, 1, 0), "field A01/1")
+
+
+@pytest.mark.parametrize(
+    ("zarr_format", "name"),
+    [(3, name) for name in V3_COMPRESSORS] + [(2, name) for name in V2_COMPRESSORS],
+)
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "uint32"])
+def test_written_chunks_read_back_through_zarr(
+    tmp_path: Path, zarr_format: int, name: str, dtype: str
+) -> None:
+    compressors = V3_COMPRESSORS if zarr_format == 3 else V2_COMPRESSORS
+    zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=SHAPE,
+        chunks=CHUNKS,
+        dtype=dtype,
+        zarr_format=zarr_format,
+        compressors=compressors[name],
+    )
+    array = zarr.open_array(str(tmp_path / "a.zarr"), mode="r+")
+    chunk = (np.arange(np.prod(CHUNKS)) % 3001).reshape(CHUNKS).astype(dtype)
+    assert write_chunk_file(array, (2, 0, 1, 0), chunk)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr"))[2:3, :, 16:32], chunk)
+    assert not list((tmp_path / "a.zarr").rglob("*.partial"))
+
+
+def test_chunks_it_cannot_encode_are_left_to_zarr(tmp_path: Path) -> None:
+    array = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=SHAPE,
+        chunks=CHUNKS,
+        dtype="u2",
+        compressors=zarr.codecs.GzipCodec(),
+    )
+    whole = np.zeros(CHUNKS, dtype="u2")
+    assert not write_chunk_file(array, (0, 0, 0, 0), whole)
+    plain = _array(tmp_path / "b.zarr", 3, None)
+    assert not write_chunk_file(plain, (0, 0, 0, 0), whole[:, :, :5])  # not a whole chunk
+    assert not write_chunk_file(plain, (0, 0, 0, 0), whole.astype("u4"))  # another dtype
+    assert not list(tmp_path.rglob("c/0/0/0/0.partial"))
+
+
+def test_a_read_only_array_is_left_to_zarr(tmp_path: Path) -> None:
+    array = _array(tmp_path / "a.zarr", 3, None)  # opened read-only
+    before = _chunk_path(array, (0, 0, 0, 0)).read_bytes()
+    assert not write_chunk_file(array, (0, 0, 0, 0), np.zeros(CHUNKS, dtype="u2"))
+    assert _chunk_path(array, (0, 0, 0, 0)).read_bytes() == before

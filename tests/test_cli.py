@@ -83,3 +83,133 @@ def test_user_errors_are_one_line_on_stderr(
     assert err.startswith("cellscale project: error:") and "missing.zarr" in err
     with pytest.raises(Exception, match=r"missing\.zarr"):
         main(["--debug", "project", str(tmp_path / "missing.zarr"), str(tmp_path / "out.zarr")])
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cellscale {cellscale.__version__}"
+
+
+def _tiffs(folder: Path, names: list[str]) -> Path:
+    import numpy as np
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        tifffile.imwrite(folder / name, np.full((16, 16), i + 1, dtype=np.uint16))
+    return folder
+
+
+@pytest.mark.realdata
+def test_examplefly_naming_is_ingested_with_a_regex_defaults_and_renamed_channels(
+    real_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = real_data / "cellprofiler_examplefly" / "images"
+    out = tmp_path / "fly.zarr"
+    args = ["ingest", str(source), str(out), "--pattern", r"POS(?P<field>\d+)_(?P<c>[DFR])"]
+    args += ["--default", "well=B02", "--channels", "D=DNA,F=PH3,R=Cy3", "--name", "fly"]
+    args += ["--levels", "2", "--ngff-version", "0.4", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "plate 'fly'" in printed and "channels    DNA, PH3, Cy3" in printed
+    plate = cellscale.open_plate(out)
+    assert plate.coords["well"].values.tolist() == ["B02"]
+    assert plate.coords["field"].values.tolist() == [2, 218]
+    assert plate.attrs["ngff_version"] == "0.4"
+    assert cellscale.open_plate(out, level=1).sizes["y"] == plate.sizes["y"] // 2
+
+
+@pytest.mark.realdata
+def test_mixed_z_is_ingested_from_the_cli_keeping_every_channel(
+    real_data: Path, tmp_path: Path
+) -> None:
+    source = real_data / "faim_imagexpress_hcs/ImageXpress/Projection-Mix"
+    out = tmp_path / "mix.zarr"
+    assert main(["ingest", str(source), str(out), "--project-z", "max", "--no-progress"]) == 0
+    plate = cellscale.open_plate(out)
+    assert plate.sizes["z"] == 1 and plate.sizes["c"] == 4
+
+
+def test_ingest_options_reach_the_ingest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = ["P_A01f0d0.tif", "P_A01f0d1.tif", "P_A01f1d0.tif", "notes.tif"]
+    source = _tiffs(tmp_path / "src", names)
+    out = tmp_path / "p.zarr"
+    base = ["ingest", str(source), str(out), "--pattern", "cellprofiler", "--no-progress"]
+    assert main(base) == 1  # notes.tif does not match
+    assert "notes.tif" in capsys.readouterr().err
+    assert main([*base, "--on-unmatched", "ignore"]) == 1  # A01 field 1 lacks channel 1
+    assert "fill_missing" in capsys.readouterr().err
+    assert main([*base, "--on-unmatched", "ignore", "--fill-missing"]) == 0
+    assert cellscale.open_plate(out).coords["c"].values.tolist() == ["d0", "d1"]
+    renamed = [*base, "--on-unmatched", "ignore", "--channels", "d0=DNA"]
+    assert main(renamed) == 1  # another plate is in the output
+    assert "overwrite" in capsys.readouterr().err
+    assert main([*renamed, "--overwrite"]) == 0
+    assert cellscale.open_plate(out).coords["c"].values.tolist() == ["DNA"]
+
+
+def test_best_focus_projection_takes_a_focus_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cellscale.testing import write_synthetic_plate
+
+    write_synthetic_plate(tmp_path / "s.zarr", wells=1, fields=1, n_z=3, shape=(32, 32))
+    out = tmp_path / "bf.zarr"
+    args = ["project", str(tmp_path / "s.zarr"), str(out), "--no-progress"]
+    assert main([*args, "--method", "best_focus", "--focus-channel", "cytoplasm"]) == 0
+    import zarr
+
+    record = zarr.open_group(str(out), mode="r").attrs["cellscale"]
+    assert record["fingerprint"]["inputs"]["lineage"][-1]["focus_channel"] == "cytoplasm"  # type: ignore[index,call-overload]
+    assert main([*args, "--method", "max", "--focus-channel", "cytoplasm"]) == 1
+    assert "--focus-channel is for --method best_focus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pattern", r"(?P<well>[A-H]\d\d)"], "(?P<field>...) for the field"),
+        (["--pattern", "ImageXpres"], "did you mean 'imagexpress'"),
+        (["--channels", "d0=DNA,d1"], "rename every channel"),
+        (["--default", "well"], "expected NAME=VALUE"),
+    ],
+)
+def test_ingest_user_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    source = _tiffs(tmp_path / "src", ["P_A01f0d0.tif", "P_A01f1d0.tif"])
+    assert main(["ingest", str(source), str(tmp_path / "p.zarr"), *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert err.startswith("cellscale ingest: error:") and "Traceback" not in err
+
+
+def test_a_file_given_as_source_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _tiffs(tmp_path / "src", ["P_A01f0d0.tif"])
+    assert main(["ingest", str(source / "P_A01f0d0.tif"), str(tmp_path / "p.zarr")]) == 1
+    assert "is a file; pass the folder that holds it" in capsys.readouterr().err
+
+
+def test_info_summarises_the_plate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellscale.testing import write_synthetic_plate
+
+    write_synthetic_plate(tmp_path / "p.zarr", wells=2, fields=2, shape=(64, 64), levels=2)
+    assert main(["info", str(tmp_path / "p.zarr")]) == 0
+    printed = capsys.readouterr().out
+    for expected in (
+        "dims        t 1 x well 2 x field 2 x z 6 x c 2 x y 64 x x 64",
+        "pixels      uint16, 0.65 x 0.65 µm",
+        "channels    nuclei, cytoplasm",
+        "pyramid     64x64, 32x32",
+        "complete    4 of 4 units complete",
+        "plate map   treatment:",
+        "on disk",
+    ):
+        assert expected in printed
+    assert "<xarray" not in printed

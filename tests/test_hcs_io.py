@@ -135,9 +135,9 @@ def test_open_plate_is_lazy(tmp_path: Path) -> None:
 
 def test_not_a_plate_is_a_clear_error(tmp_path: Path) -> None:
     zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
-    with pytest.raises(PlateError, match="not an OME-Zarr HCS plate"):
+    with pytest.raises(PlateError, match="without OME-Zarr 'plate' metadata"):
         cellscale.open_plate(tmp_path / "g.zarr")
-    with pytest.raises(PlateError, match="not a Zarr group"):
+    with pytest.raises(PlateError, match="does not exist"):
         cellscale.open_plate(tmp_path / "missing.zarr")
 
 
@@ -266,3 +266,44 @@ def test_write_on_a_distributed_client_reports_every_failed_unit(tmp_path: Path)
     assert "B03/f2/t0" in message and "B04/f1/t1" in message
     reopened = cellscale.open_plate(tmp_path / "p.zarr", allow_incomplete=True)
     assert int(reopened.sel(well="C10", field=1).max()) > 0  # the good units were written
+
+
+def test_focus_plane_survives_a_write_and_reopen(tmp_path: Path) -> None:
+    from cellscale.io._unit_coords import UNIT_COORDS
+    from cellscale.testing import write_synthetic_plate
+
+    stack = write_synthetic_plate(tmp_path / "s.zarr", wells=2, fields=2, n_z=4, shape=(48, 48))
+    projected = cellscale.project(stack, "best_focus", focus_channel="nuclei")
+    expected = projected.coords["focus_plane"].values
+    out = cellscale.write_plate(projected, tmp_path / "bf.zarr", progress=False)
+    reopened = cellscale.open_plate(out)
+    assert isinstance(reopened.coords["focus_plane"].data, da.Array)
+    np.testing.assert_array_equal(reopened.coords["focus_plane"].values, expected)
+    again = cellscale.write_plate(reopened, tmp_path / "copy.zarr", progress=False)
+    np.testing.assert_array_equal(
+        cellscale.open_plate(again).coords["focus_plane"].values, expected
+    )
+    (out / UNIT_COORDS / "focus_plane" / "c" / "0" / "1" / "0").unlink()
+    with pytest.raises(PlateError, match=r"focus_plane of unit .* is missing"):
+        cellscale.open_plate(out).coords["focus_plane"].compute()
+
+
+def test_the_plate_map_is_a_table_in_the_store(tmp_path: Path) -> None:
+    plate, _ = make_plate()
+    out = cellscale.write_plate(plate, tmp_path / "p.zarr", progress=False)
+    table = pd.read_csv(out / "plate_map.csv")
+    assert table.columns.tolist() == [
+        "well",
+        "row",
+        "col",
+        "treatment",
+        "concentration",
+        "replicate",
+        "control",
+    ]
+    assert table["well"].tolist() == ["B03", "B04", "C10"]
+    assert table["treatment"].tolist()[:2] == ["DMSO", "drug"]
+    cellscale.update_plate_map(
+        out, plate_map=table.assign(treatment=["DMSO", "taxol", "x"]).drop(columns=["row", "col"])
+    )
+    assert pd.read_csv(out / "plate_map.csv")["treatment"].tolist() == ["DMSO", "taxol", "x"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,29 @@ def test_read_chunk_stacks_planes_in_order_and_fills_none_with_zeros(tmp_path):
     out = read_chunk(_spec(tmp_path / "a.tif", None, tmp_path / "b.tif"))
     assert out.shape == (1, 1, 1, 3, 1, 12, 10)
     np.testing.assert_array_equal(out[0, 0, 0, :, 0], np.stack([a, np.zeros_like(a), b]))
+
+
+def test_read_chunk_max_project_reads_one_plane_the_maximum_of_the_present_planes(tmp_path):
+    # negative values: a missing plane left out, not counted as zeros
+    a, b = (RNG.integers(-3000, -1, (12, 10), dtype=np.int16) for _ in range(2))
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    tifffile.imwrite(tmp_path / "b.tif", b)
+    spec = _spec(tmp_path / "a.tif", None, tmp_path / "b.tif", dtype="int16")
+    out = read_chunk(replace(spec, max_project=True))
+    assert out.shape == (1, 1, 1, 1, 1, 12, 10) and out.dtype == np.int16
+    np.testing.assert_array_equal(out[0, 0, 0, 0, 0], np.maximum(a, b))
+    none = read_chunk(replace(_spec(None, None, dtype="int16"), max_project=True))
+    assert none.shape == (1, 1, 1, 1, 1, 12, 10) and not none.any()
+
+
+def test_read_chunk_max_project_of_a_hyperstack_takes_its_z_pages(tmp_path):
+    stack = RNG.integers(0, 4096, (4, 2, 12, 10), dtype=np.uint16)  # Z, C, Y, X
+    tifffile.imwrite(tmp_path / "hyper.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    layout = probe_tiff(tmp_path / "hyper.tif")
+    keys = [layout.plane_key({"Z": z, "C": 1}) for z in range(4)]
+    spec = _spec(*[tmp_path / "hyper.tif"] * 4, keys=keys)
+    out = read_chunk(replace(spec, max_project=True))
+    np.testing.assert_array_equal(out[0, 0, 0, 0, 0], stack[:, 1].max(axis=0))
 
 
 def test_twelve_bit_data_in_uint16_is_kept_unscaled(tmp_path):

@@ -1,4 +1,4 @@
-"""Decode a whole chunk of a local Zarr array from its file, in the calling thread.
+"""Decode a whole chunk of a local Zarr array from its file (and encode one), in the caller.
 
 zarr 3 runs every read through one event loop per process, so two dask threads that read
 plate images at once mostly wait on each other: on 2 cores, reading the fields of a plate
@@ -10,6 +10,12 @@ disk) and returns ``None`` for anything else, which zarr then reads.
 
 A chunk file that is truncated, or that decodes to another size than the chunk's, is an
 error (zarr's own Blosc path does not check the compressed length against the file's).
+
+:func:`write_chunk_file` is the other direction, for the same layouts: a writer hands
+it whole chunks, which it encodes with the array's own codec settings and writes to a
+``.partial`` file that is then renamed into place. Through zarr, each write of a chunk
+costs about 1.4 ms besides the encoding, and writers' threads queue on zarr's one event
+loop; a plate writer with pyramid levels writes three chunks per image.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 from zarr.storage import LocalStore
 
-__all__ = ["ChunkDecodeError", "chunk_of", "holds_raw_bytes", "read_chunk_file", "within_chunk"]
+__all__ = [
+    "ChunkDecodeError",
+    "chunk_of",
+    "holds_raw_bytes",
+    "read_chunk_file",
+    "within_chunk",
+    "write_chunk_file",
+]
 
 
 class ChunkDecodeError(ValueError):
@@ -64,6 +77,42 @@ def read_chunk_file(array: zarr.Array, coords: tuple[int, ...]) -> np.ndarray | 
     out = np.empty(array.chunks, dtype=np.dtype(array.dtype))
     decode(data, out)
     return out
+
+
+def write_chunk_file(array: zarr.Array, coords: tuple[int, ...], chunk: np.ndarray) -> bool:
+    """Encode ``chunk`` and write it as the chunk at ``coords``; ``False`` if left to zarr.
+
+    The file is written beside its place as ``<key>.partial`` and renamed over it, so a
+    reader never sees half a chunk and a killed writer leaves only a ``.partial`` file.
+
+    Parameters
+    ----------
+    array
+        The array; it qualifies as for :func:`read_chunk_file`.
+    coords
+        The chunk's position on the chunk grid.
+    chunk
+        The whole chunk: exactly the array's chunk shape and dtype.
+
+    Returns
+    -------
+    bool
+        Whether the chunk was written; ``False`` (another layout, a partial chunk, a
+        read-only store) means the caller must write it through zarr.
+    """
+    encode = _encoder(array)
+    if encode is None or chunk.shape != tuple(array.chunks) or chunk.dtype != array.dtype:
+        return False
+    if array.store.read_only:
+        return False  # zarr says why
+    assert isinstance(array.store, LocalStore)
+    path = Path(array.store.root) / array.path / array.metadata.encode_chunk_key(coords)
+    data = encode(np.ascontiguousarray(chunk))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return True
 
 
 def chunk_of(
@@ -145,6 +194,38 @@ def _decoder(array: zarr.Array) -> Any:
     if len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
         return _zstd
     return None
+
+
+def _encoder(array: zarr.Array) -> Any:
+    """A function ``(chunk) -> file bytes`` that encodes a chunk of ``array``, or ``None``."""
+    decoder = _decoder(array)
+    if decoder is None:
+        return None
+    if decoder is _raw:
+        return _raw_bytes
+    meta = array.metadata
+    if meta.zarr_format == 2:
+        assert meta.compressor is not None
+        return meta.compressor.encode  # numcodecs Blosc or Zstd, with the array's settings
+    codec = meta.codecs[1]
+    if isinstance(codec, ZstdCodec):
+        return numcodecs.Zstd(level=codec.level, checksum=codec.checksum).encode
+    assert isinstance(codec, BloscCodec)
+    if codec.typesize not in (None, np.dtype(array.dtype).itemsize):
+        return None
+    shuffle = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE}.get(
+        codec.shuffle.value if codec.shuffle is not None else "noshuffle", blosc.BITSHUFFLE
+    )
+    cname = codec.cname.value.encode() if codec.cname is not None else b"lz4"
+
+    def encode(chunk: np.ndarray) -> bytes:
+        return bytes(blosc.compress(chunk, cname, int(codec.clevel), shuffle, codec.blocksize))
+
+    return encode
+
+
+def _raw_bytes(chunk: np.ndarray) -> bytes:
+    return chunk.tobytes()
 
 
 def _compressor_decoder(compressor: Any) -> Any:

@@ -17,9 +17,12 @@ from dask.highlevelgraph import HighLevelGraph
 
 from cellscale._stages import Fingerprint, Ledger
 from cellscale.io._chunks import read_chunk, read_image
+from cellscale.io._diagnose import not_a_plate
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
 from cellscale.io._ngff import IMAGE_AXES, ome_attrs
-from cellscale.io._store_setup import FINGERPRINT_KEY, LEDGER_NAME
+from cellscale.io._plate_index import PlateIndex
+from cellscale.io._store_setup import FINGERPRINT_KEY, LEDGER_NAME, field_image_path
+from cellscale.io._unit_coords import read_unit_coords
 from cellscale.plate import LINEAGE, UNIT_TOKEN, PlateError, build_plate, format_well
 
 __all__ = ["open_plate"]
@@ -43,18 +46,24 @@ class _FieldImage:
         return tuple(sizes.get(axis, 1) for axis in IMAGE_AXES)
 
 
-def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataArray:
+def open_plate(path: str | Path, *, level: int = 0, allow_incomplete: bool = False) -> xr.DataArray:
     """Open an OME-Zarr HCS plate as a lazy ``(t, well, field, z, c, y, x)`` plate array.
 
     Reads NGFF 0.4 (Zarr v2) and 0.5 (Zarr v3) plates, whether cellscale or another
     writer (ome-zarr-py, converters) made them. Plates cellscale wrote keep every
     coordinate (plate map, physical t and z, channel names, attrs); for others they
-    are taken from the NGFF metadata where it has them.
+    are taken from the NGFF metadata where it has them. A complete cellscale plate
+    opens from its index (one group, a few reads) however many fields it has; other
+    stores are opened by visiting every field's metadata.
 
     Parameters
     ----------
     path
         The plate store.
+    level
+        The pyramid level to read: ``0`` is full resolution, each level above halves
+        y and x (``attrs["pixel_size_um"]`` grows to match). A whole plate's top level
+        is what a plate overview needs.
     allow_incomplete
         Open a plate whose write has not finished; incomplete units read as zeros.
 
@@ -67,35 +76,41 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
     ------
     PlateError
         If the store is not an HCS plate, if its fields disagree in shape, dtype or
-        channels (naming the field at fault), or if a cellscale write is incomplete.
+        channels (naming the field at fault), if ``level`` is not one of its pyramid
+        levels, or if a cellscale write is incomplete.
     """
     path = Path(path)
-    try:
-        root = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError) as err:
-        raise PlateError(f"{path} is not a Zarr group") from err
+    root = _open_root(path)
     record: Any = root.attrs.asdict().get(LAYOUT_KEY)
     if isinstance(record, dict) and "setup" in record:
         raise PlateError(f"{path} was never completely set up; run the write again")
     ome = ome_attrs(root.attrs.asdict())
     plate_meta = ome.get("plate")
     if not isinstance(plate_meta, Mapping):
-        raise PlateError(f"{path} is not an OME-Zarr HCS plate: it has no 'plate' metadata")
+        raise not_a_plate(path)
     version = str(ome.get("version") or plate_meta.get("version") or "0.4")
-    images, wells, fields = _field_images(root, plate_meta, path)
-    shape5, dtype, channels = _check_fields(images)
     layout = PlateLayout.from_json(record) if record is not None else None
+    index = PlateIndex.read(root, layout) if layout is not None else None
+    if index is not None and layout is not None:
+        images, wells, fields = _indexed_images(root, index, layout, level, path)
+        tokens: np.ndarray | None = index.tokens
+        shape5, dtype, channels = _field_grid(next(iter(images.values())))
+    else:
+        images, wells, fields = _field_images(root, plate_meta, path, level)
+        tokens = _unit_tokens(root, layout, wells, fields)
+        shape5, dtype, channels = _check_fields(images)
     present = np.array([[(w, f) in images for f in fields] for w in wells], dtype=bool)
-    tokens = _unit_tokens(root, layout, wells, fields)
     _check_complete(tokens, present, wells, fields, path, allow_incomplete)
     fingerprint = record.get(FINGERPRINT_KEY) if record is not None else None
     digest = Fingerprint.from_json(fingerprint).digest if fingerprint else None
-    source = (
+    source: dict[str, Any] = (
         {"op": "open_plate", "store": path.name, "fingerprint": digest}
         if digest
         else {"op": "open_plate", "store": str(path.resolve())}
     )
-    identity = digest or (wells, fields, shape5, str(dtype))
+    if level:
+        source["level"] = level
+    identity = (digest or (wells, fields, shape5, str(dtype)), level)
     names = (
         layout.channels
         if layout is not None
@@ -104,8 +119,15 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
         else [f"c{i}" for i in range(shape5[1])]
     )
     data = _plate_graph(images, wells, fields, names, shape5, dtype, tokens, path, identity)
-    attrs = {"ngff_version": version, "source": str(path), LINEAGE: [source]}
+    attrs: dict[str, Any] = {"ngff_version": version, "source": str(path), LINEAGE: [source]}
+    reference = next(iter(images.values()))
+    scale = dict(zip(reference.axes, reference.scale, strict=True))
     if layout is not None:
+        attrs = {**layout.attrs, **attrs}
+        if level:
+            attrs["pyramid_level"] = level
+            if "pixel_size_um" in layout.attrs:
+                attrs["pixel_size_um"] = [scale.get("y", 1.0), scale.get("x", 1.0)]
         plate = build_plate(
             data,
             name=layout.name,
@@ -116,11 +138,9 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
             z=layout.z,
             plate_map=layout.plate_map_frame() if layout.plate_map else None,
             field_present=present,
-            attrs={**layout.attrs, **attrs},
+            attrs=attrs,
         )
     else:
-        reference = next(iter(images.values()))
-        scale = dict(zip(reference.axes, reference.scale, strict=True))
         plate = build_plate(
             data,
             name=str(plate_meta.get("name") or path.stem),
@@ -131,11 +151,58 @@ def open_plate(path: str | Path, *, allow_incomplete: bool = False) -> xr.DataAr
             z=list(np.arange(shape5[2]) * scale.get("z", 1.0)),
             field_present=present,
             pixel_size_um=[scale.get("y", 1.0), scale.get("x", 1.0)],
-            attrs=attrs,
+            attrs={**attrs, **({"pyramid_level": level} if level else {})},
         )
     if tokens is not None:
         plate = plate.assign_coords({UNIT_TOKEN: (("t", "well", "field"), tokens)})
+    if layout is not None and layout.unit_coords:
+        w_index = [layout.wells.index(w) for w in wells]
+        f_index = [layout.fields.index(f) for f in fields]
+        stored = None
+        if tokens is not None:  # back in the store's order
+            stored = np.zeros_like(tokens)
+            stored[np.ix_(range(tokens.shape[0]), w_index, f_index)] = tokens
+        unit_coords = read_unit_coords(root, layout, stored)
+        plate = plate.assign_coords(
+            {
+                name: (("t", "well", "field"), values[:, w_index][:, :, f_index])
+                for name, values in unit_coords.items()
+            }
+        )
     return plate
+
+
+def _open_root(path: Path) -> zarr.Group:
+    """The store's root group, or an error that says what ``path`` is instead."""
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        zarr.errors.GroupNotFoundError,
+        zarr.errors.ContainsArrayError,
+    ) as err:
+        raise not_a_plate(path) from err
+
+
+def _indexed_images(
+    root: zarr.Group, index: PlateIndex, layout: PlateLayout, level: int, path: Path
+) -> tuple[dict[tuple[str, int], _FieldImage], list[str], list[int]]:
+    """Every present field's image, built from the plate index without visiting a field."""
+    axes, scales, channels = _multiscale(index.image_attrs, f"{path} (plate index)")
+    _check_level(level, len(index.levels), f"{path}")
+    images = {}
+    for w, well in enumerate(layout.wells):
+        for f, field in enumerate(layout.fields):
+            if layout.field_present[w][f]:
+                label = f"well {well} field {field} ({field_image_path(well, field)})"
+                array = index.array(root, well, field, level)
+                images[(well, field)] = _FieldImage(label, array, axes, scales[level], channels)
+    return images, list(layout.wells), list(layout.fields)
+
+
+def _field_grid(image: _FieldImage) -> tuple[tuple[int, ...], np.dtype, tuple[str, ...] | None]:
+    return image.shape5, np.dtype(image.array.dtype), image.channels
 
 
 def _unit_tokens(
@@ -152,7 +219,7 @@ def _unit_tokens(
 
 
 def _field_images(
-    root: zarr.Group, plate_meta: Mapping[str, Any], path: Path
+    root: zarr.Group, plate_meta: Mapping[str, Any], path: Path, level: int
 ) -> tuple[dict[tuple[str, int], _FieldImage], list[str], list[int]]:
     """Open every field's full-resolution array, keyed by (well, field), wells in parallel."""
     well_paths = [str(well_meta["path"]) for well_meta in plate_meta.get("wells", [])]
@@ -168,6 +235,7 @@ def _field_images(
             (well, int(image_path) if numbered else position): _open_field(
                 _group(well_group, image_path, path),
                 f"well {well} field {image_path} ({well_path}/{image_path})",
+                level,
             )
             for position, image_path in enumerate(image_paths)
         }
@@ -194,31 +262,53 @@ def _group(parent: zarr.Group, name: str, path: Path) -> zarr.Group:
     return node
 
 
-def _open_field(group: zarr.Group, label: str) -> _FieldImage:
-    ome = ome_attrs(group.attrs.asdict())
+def _open_field(group: zarr.Group, label: str, level: int) -> _FieldImage:
+    axes, scales, channels = _multiscale(group.attrs.asdict(), label)
+    datasets = ome_attrs(group.attrs.asdict())["multiscales"][0]["datasets"]
+    _check_level(level, len(datasets), label)
+    array = group[str(datasets[level]["path"])]
+    if not isinstance(array, zarr.Array):
+        raise PlateError(f"{label}: {datasets[level]['path']} is not an array")
+    return _FieldImage(label, array, axes, scales[level], channels)
+
+
+def _multiscale(
+    attrs: Mapping[str, Any], label: str
+) -> tuple[tuple[str, ...], list[tuple[float, ...]], tuple[str, ...] | None]:
+    """A field image's axes, each level's scale, and its channel names (if any)."""
+    ome = ome_attrs(attrs)
     try:
         multiscale = ome["multiscales"][0]
-        dataset = multiscale["datasets"][0]
+        datasets = multiscale["datasets"]
+        datasets[0]
     except (KeyError, IndexError) as err:
         raise PlateError(f"{label} has no multiscales metadata") from err
     axes = tuple(a["name"] if isinstance(a, Mapping) else str(a) for a in multiscale["axes"])
     unknown = set(axes) - set(IMAGE_AXES)
     if unknown:
         raise PlateError(f"{label} has axes {axes}; only {IMAGE_AXES} are understood")
-    scale = next(
-        (
-            tuple(t["scale"])
-            for t in dataset.get("coordinateTransformations", [])
-            if t["type"] == "scale"
-        ),
-        (1.0,) * len(axes),
-    )
-    array = group[str(dataset["path"])]
-    if not isinstance(array, zarr.Array):
-        raise PlateError(f"{label}: {dataset['path']} is not an array")
+    scales = [
+        next(
+            (
+                tuple(float(s) for s in t["scale"])
+                for t in dataset.get("coordinateTransformations", [])
+                if t["type"] == "scale"
+            ),
+            (1.0,) * len(axes),
+        )
+        for dataset in datasets
+    ]
     omero = ome.get("omero", {})
     channels = tuple(str(c.get("label", i)) for i, c in enumerate(omero.get("channels", [])))
-    return _FieldImage(label, array, axes, tuple(float(s) for s in scale), channels or None)
+    return axes, scales, channels or None
+
+
+def _check_level(level: int, count: int, label: str) -> None:
+    if isinstance(level, bool) or not isinstance(level, int | np.integer) or not 0 <= level < count:
+        raise PlateError(
+            f"{label} has {count} pyramid level(s) (0 to {count - 1}); level {level!r} "
+            "does not exist"
+        )
 
 
 def _check_fields(

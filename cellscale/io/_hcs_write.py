@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -31,7 +32,10 @@ from cellscale._stages import (
     unit_token,
 )
 from cellscale.config import config_value
+from cellscale.io._chunk_files import write_chunk_file
 from cellscale.io._layout import PlateLayout
+from cellscale.io._plate_index import drop_index, write_index
+from cellscale.io._pyramid import level_count, pyramid
 from cellscale.io._store_setup import (
     LEDGER_NAME,
     WRITE_CONFIG,
@@ -39,6 +43,7 @@ from cellscale.io._store_setup import (
     field_image_path,
     read_store_record,
 )
+from cellscale.io._unit_coords import open_unit_coords
 from cellscale.plate import LINEAGE, UNIT_TOKEN, as_plate, image_chunks
 
 __all__ = ["field_image_path", "plate_fingerprint", "write_plate"]
@@ -55,8 +60,9 @@ class _Settings:
     version: str | None
     codec: str | None
     clevel: int | None
+    levels: int | None
 
-    def resolve(self, stored: Fingerprint | None) -> _Settings:
+    def resolve(self, stored: Fingerprint | None, shape_yx: tuple[int, int]) -> _Settings:
         """Fill unset values from a stored fingerprint, then from the configuration."""
         known = dict(stored.parameters) if stored is not None else {}
         return _Settings(
@@ -65,6 +71,7 @@ class _Settings:
             ),
             codec=str(config_value("zarr.codec", _first(self.codec, known.get("codec")))),
             clevel=int(config_value("zarr.clevel", _first(self.clevel, known.get("clevel")))),
+            levels=level_count(shape_yx, _first(self.levels, known.get("levels"))),
         )
 
 
@@ -79,6 +86,7 @@ def write_plate(
     version: str | None = None,
     codec: str | None = None,
     clevel: int | None = None,
+    levels: int | None = None,
     overwrite: bool = False,
     rewrite: bool = False,
     verify: bool = False,
@@ -112,6 +120,12 @@ def write_plate(
         Compression (config ``cellscale.zarr.codec`` / ``clevel``); see
         :func:`cellscale.io._ngff.compressor_for`. When writing into an existing store,
         ``version``, ``codec`` and ``clevel`` left unset mean "as the store has them".
+    levels
+        Pyramid levels, full resolution included: each level halves the one before in
+        y and x (2 × 2 means), written by the same unit task, so napari and other
+        viewers show a whole plate quickly. ``None`` (the default) means "as the store
+        has them", else levels down to config ``cellscale.zarr.pyramid-min-size``
+        (256 px); ``1`` writes full resolution only.
     overwrite
         Delete an existing store at ``path`` first.
     rewrite
@@ -152,13 +166,20 @@ def write_plate(
     if "z" not in plate.dims:
         plate = plate.expand_dims(z=[0], axis=plate.dims.index("c"))
     path = Path(path)
-    settings = _Settings(version, codec, clevel)
+    settings = _Settings(version, codec, clevel, levels)
     with output_lock(path):
-        tasks, names = _prepare(plate, path, settings, overwrite, rewrite, verify, client)
+        tasks, names, layout = _prepare(plate, path, settings, overwrite, rewrite, verify, client)
         if not compute:
-            return lazy_units("write-plate", tasks, names)
+            written = lazy_units("write-plate", tasks, names)
+            return dask.delayed(_index_after, pure=False)(written, path, layout)
         run_units("write-plate", tasks, names, client=client, progress=progress)
+        write_index(path, layout)
     return path
+
+
+def _index_after(written: None, path: Path, layout: PlateLayout) -> None:
+    """Index the plate once the lazy write has run every unit (it raised if one failed)."""
+    write_index(path, layout)
 
 
 def plate_fingerprint(plate: xr.DataArray, settings: Any) -> Fingerprint:
@@ -171,6 +192,7 @@ def plate_fingerprint(plate: xr.DataArray, settings: Any) -> Fingerprint:
             "ngff_version": settings.version,
             "codec": settings.codec,
             "clevel": settings.clevel,
+            "levels": settings.levels,
         },
     )
 
@@ -183,17 +205,26 @@ def _prepare(
     rewrite: bool,
     verify: bool,
     client: Any,
-) -> tuple[list[Delayed], list[str]]:
-    """Set up or check the store, and build one write task per unit still to write."""
+) -> tuple[list[Delayed], list[str], PlateLayout]:
+    """Set up or check the store, and build one write task per unit still to write.
+
+    Returns the tasks, their units' names and the store's layout.
+    """
     layout = PlateLayout.from_plate(plate)
     record = None if overwrite else read_store_record(path)
-    settings = settings.resolve(record.fingerprint if record is not None else None)
+    settings = settings.resolve(record.fingerprint if record is not None else None, layout.shape_yx)
     fingerprint = plate_fingerprint(plate, settings)
     if record is None:
         assert settings.version is not None and settings.codec is not None
-        assert settings.clevel is not None
+        assert settings.clevel is not None and settings.levels is not None
         arrays = create_store(
-            path, layout, fingerprint, settings.version, settings.codec, settings.clevel
+            path,
+            layout,
+            fingerprint,
+            settings.version,
+            settings.codec,
+            settings.clevel,
+            settings.levels,
         )
         store_layout = layout
     else:
@@ -213,13 +244,18 @@ def _prepare(
     assert ledger is not None
     recorded = ledger.tokens()
     todo = _units_to_write(plate, layout, store_layout, recorded, path, rewrite)
+    if todo:
+        drop_index(path)  # before any unit changes: the index must never describe a stale unit
     for _, store_unit, _ in todo:
         if recorded[store_unit]:
             ledger.clear(store_unit)
     if not arrays:
         needed = {(store_layout.wells[w], store_layout.fields[f]) for _, (_, w, f), _ in todo}
-        arrays = _open_arrays(root, sorted(needed))
-    return _write_tasks(plate, layout, store_layout, todo, arrays, ledger, path)
+        assert settings.levels is not None
+        arrays = _open_arrays(root, sorted(needed), settings.levels)
+    coords = open_unit_coords(root, store_layout)
+    tasks, names = _write_tasks(plate, layout, store_layout, todo, arrays, coords, ledger, path)
+    return tasks, names, store_layout
 
 
 def _units_to_write(
@@ -271,20 +307,26 @@ def _write_tasks(
     layout: PlateLayout,
     store_layout: PlateLayout,
     todo: list[tuple[Unit, Unit, int]],
-    arrays: dict[tuple[str, int], zarr.Array],
+    arrays: dict[tuple[str, int], list[zarr.Array]],
+    coord_arrays: dict[str, zarr.Array],
     ledger: Ledger,
     path: Path,
 ) -> tuple[list[Delayed], list[str]]:
     data = plate.data.rechunk(image_chunks(plate.shape))
     blocks = delayed_blocks(data)
+    coords = _unit_coord_blocks(plate, coord_arrays)
     tasks, names = [], []
     for (t, w, f), (store_t, store_w, store_f), token in todo:
         channel_blocks = [blocks[t, w, f, 0, c, 0, 0] for c in range(len(layout.channels))]
-        array = arrays[(store_layout.wells[store_w], store_layout.fields[store_f])]
+        targets = _Targets(
+            arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
+            [coord_arrays[name] for name in coords],
+        )
         tasks.append(
             dask.delayed(_write_unit, pure=False)(
                 channel_blocks,
-                array,
+                [values[t, w, f] for values in coords.values()],
+                targets,
                 store_t,
                 ledger,
                 (store_t, store_w, store_f),
@@ -296,21 +338,55 @@ def _write_tasks(
     return tasks, names
 
 
+def _unit_coord_blocks(plate: xr.DataArray, arrays: dict[str, zarr.Array]) -> dict[str, Any]:
+    """Per unit, each stored unit coordinate's value: a delayed block, or a NumPy value."""
+    blocks: dict[str, Any] = {}
+    for name in (n for n in arrays if n in plate.coords):
+        coord = plate.coords[name].transpose("t", "well", "field").data
+        if isinstance(coord, da.Array):
+            blocks[name] = delayed_blocks(coord.rechunk(1))
+        else:
+            blocks[name] = np.asarray(coord)
+    return blocks
+
+
+class _Targets:
+    """A unit's arrays: its image at each level and its coordinates' arrays.
+
+    Held in a plain object so that dask passes them to the task as they are, rather than
+    walking zarr's nested dataclasses for collections at every task built (seconds for a
+    plate).
+    """
+
+    __slots__ = ("coords", "levels")
+
+    def __init__(self, levels: Sequence[zarr.Array], coords: Sequence[zarr.Array]) -> None:
+        self.levels = levels
+        self.coords = coords
+
+
 def _write_unit(
     channel_blocks: Sequence[np.ndarray],
-    image: zarr.Array,
+    coord_values: Sequence[Any],
+    targets: _Targets,
     t: int,
     ledger: Ledger,
     ledger_index: Unit,
     token: int,
 ) -> None:
-    # a value of exactly one chunk's shape spares zarr a fill-and-merge copy of the chunk
-    chunk_shape = (1, 1, *image.shape[2:])
+    """Write every channel's image, its pyramid levels and the unit's coordinates, then mark it."""
+    levels = targets.levels
+    for array, value in zip(targets.coords, coord_values, strict=True):
+        array[ledger_index] = np.asarray(value).reshape(())
     for c, block in enumerate(channel_blocks):
-        try:
-            image[t : t + 1, c : c + 1] = np.asarray(block).reshape(chunk_shape)
-        except OSError as err:
-            raise _naming_chunk(err, image, (t, c, 0, 0, 0)) from err
+        full = np.asarray(block).reshape((1, 1, *levels[0].shape[2:]))
+        for image, values in zip(levels, pyramid(full, len(levels), "image"), strict=True):
+            try:
+                if not write_chunk_file(image, (t, c, 0, 0, 0), values):
+                    # a value of exactly one chunk's shape spares zarr a fill-and-merge copy
+                    image[t : t + 1, c : c + 1] = values
+            except OSError as err:
+                raise _naming_chunk(err, image, (t, c, 0, 0, 0)) from err
     ledger.mark(ledger_index, token)
 
 
@@ -384,14 +460,17 @@ def _value(value: Any) -> Any:
 
 
 def _open_arrays(
-    root: zarr.Group, units: Sequence[tuple[str, int]]
-) -> dict[tuple[str, int], zarr.Array]:
-    """Open the arrays of the given (well, field) images of an existing store, in parallel."""
+    root: zarr.Group, units: Sequence[tuple[str, int]], levels: int
+) -> dict[tuple[str, int], list[zarr.Array]]:
+    """Open every level's array of the given (well, field) images of a store, in parallel."""
 
-    def open_one(unit: tuple[str, int]) -> zarr.Array:
-        array = root[f"{field_image_path(*unit)}/0"]
-        assert isinstance(array, zarr.Array)
-        return array.with_config(WRITE_CONFIG)
+    def open_one(unit: tuple[str, int]) -> list[zarr.Array]:
+        arrays = []
+        for level in range(levels):
+            array = root[f"{field_image_path(*unit)}/{level}"]
+            assert isinstance(array, zarr.Array)
+            arrays.append(array.with_config(WRITE_CONFIG))
+        return arrays
 
     with ThreadPoolExecutor(_SETUP_THREADS) as pool:
         return dict(zip(units, pool.map(open_one, units), strict=True))

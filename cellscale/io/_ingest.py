@@ -5,14 +5,18 @@ every field that exists has all its images, and returns a lazy plate whose dask 
 has one task per ``(t, well, field, c)`` image (a single ``ingest-<token>`` layer
 holding only file paths). :func:`ingest` writes that plate with
 :func:`~cellscale.io.write_plate`, field by field, so the plate is never in memory.
+
+Where the files' headers record them, ``z`` holds physical Z positions and ``t`` the
+seconds since the first time point (see :mod:`cellscale.io._acquisition_axes`), and
+channels are named as the instrument names them (:mod:`cellscale.io._channel_names`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +30,26 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale._stages import names_digest, unit_token
+from cellscale.io._acquisition_axes import Position, time_offsets, z_positions
+from cellscale.io._channel_layout import probe_channels
+from cellscale.io._channel_names import channel_names, instrument_names, natural_key
 from cellscale.io._htd import HtdInfo, read_htd
+from cellscale.io._instrument_meta import read_file_meta
 from cellscale.io._patterns import Discovery, FilePattern, ImageFile, discover, resolve_pattern
 from cellscale.io._platemap import check_plate_map, read_plate_map
-from cellscale.io._tiff import ChunkSpec, PlaneRef, TiffLayout, probe_tiff, read_chunk
+from cellscale.io._tiff import ChunkSpec, PlaneRef, TiffLayout, read_chunk
+from cellscale.io._z_source import (
+    ZProjection,
+    check_project_z,
+    check_z_source,
+    describe_projection,
+    select_z_source,
+)
 from cellscale.plate import UNIT_TOKEN, PlateError, add_lineage, build_plate, split_well
 
 __all__ = ["ingest", "read_tiff_plate"]
 
 Channels = Sequence[str] | Mapping[str, str] | None
-_PROBE_TRIES = 10  # files tried in turn where a probed file cannot be read
-Position = tuple[int, str, int, str, int]  # t, well, field, channel id, z
 
 
 def read_tiff_plate(
@@ -49,6 +62,7 @@ def read_tiff_plate(
     on_unmatched: Literal["raise", "warn", "ignore"] = "raise",
     rgb: int | None = None,
     name: str | None = None,
+    project_z: ZProjection | None = None,
 ) -> xr.DataArray:
     """Read a folder of TIFFs as a lazy plate, without reading any pixels.
 
@@ -66,9 +80,11 @@ def read_tiff_plate(
         A CSV/TSV file or DataFrame with a well column; its other columns become
         ``well`` coordinates (see :func:`read_plate_map`).
     channels
-        Which channels to read, by id (``"w1"``, ``"d0"`` …) or by name (e.g. an
-        HTD wavelength name), in the order given; a mapping also renames them
-        (``{"w1": "DNA"}``). All channels by default.
+        Which channels to read, by id (``"w1"``, ``"d0"`` …) or by name, in the order
+        given; a mapping also renames them (``{"w1": "DNA"}``). All channels by
+        default. Channels are named by the ``.HTD`` file's wavelength names, else by
+        the instrument's name in the file headers (MetaXpress's illumination setting,
+        ImageJ's labels), else by id.
     fill_missing
         Fill missing images of fields that exist with zeros instead of raising.
     on_unmatched
@@ -78,11 +94,24 @@ def read_tiff_plate(
         one grey channel (equal samples).
     name
         The plate name; by default the pattern's ``plate`` group or the folder name.
+    project_z
+        ``"max"`` makes every channel one plane, read lazily like the rest: channels
+        with a Z stack take the maximum of its planes, channels with only the
+        instrument's projection take it, single-plane channels take their plane. Where
+        a channel has both, the pattern decides (planes for ``"imagexpress"``, the
+        projection for ``"imagexpress-projection"``). ``attrs["z_projection"]`` says
+        which each channel got. ``None`` (default) keeps the planes.
 
     Returns
     -------
     xarray.DataArray
         A plate (dims ``t, well, field, z, c, y, x``), one dask chunk per image.
+        ``z`` holds Z positions in micrometres (``attrs["z_unit"] == "micrometer"``),
+        the lowest plane at 0, where the files record them: per plane, the median over
+        a few probed stacks of its position within its stack. ``t`` holds each time
+        point's start in seconds after the first's (``attrs["t_unit"] == "second"``),
+        the earliest acquisition time among a few probed files of each time point,
+        where the files record it. Elsewhere both are the indices the files name.
 
     Raises
     ------
@@ -92,31 +121,45 @@ def read_tiff_plate(
         names the files and positions at fault.
     """
     pat = resolve_pattern(pattern)
+    check_project_z(project_z)
     found = discover(source, pat)
     _report_unmatched(found, on_unmatched)
     if not found.files:
         raise PlateError(f"no image files under {found.source} match the {pat.name} pattern")
     htd = read_htd(min(found.htd_files, key=lambda p: len(p.parts))) if found.htd_files else None
-    files = _select_z_source(found.files, pat)
-    layouts, references = _probe_channels(files)
+    files = select_z_source(found.files, pat, project_z)
+    layouts, references = probe_channels(files)
     planes = _expand(files, layouts, _stat_files(files))
-    ids, names = _choose_channels(planes, files, found, channels, htd)
-    grid = _Grid.build(planes, ids)
+    meta = functools.cache(read_file_meta)
+    ids = sorted({key[3] for key in planes}, key=natural_key)
+    default = channel_names(ids, htd, instrument_names(ids, references, layouts, meta))
+    if channels is None:
+        check_z_source(found, files)
+    chosen, names = _choose_channels(ids, default, found, channels)
+    grid = _Grid.build(planes, chosen, project=project_z is not None)
     grid.check_complete(fill_missing)
     data = _lazy_array(grid, layouts, references, rgb)
-    table = _plate_map(plate_map, grid.wells, htd)
+    z = None if grid.project else z_positions(grid.planes, grid.z, meta)
+    t = time_offsets(grid.planes, grid.t, meta)
+    attrs = _attrs(found, pat, htd, files, names, rgb, fill_missing, project_z)
+    attrs.update(_units(t, z))
+    if grid.project:
+        methods = {c: meta(path).projection for c, path in references.items()}
+        attrs["z_projection"] = describe_projection(
+            files, grid.stacks, dict(zip(chosen, names, strict=True)), methods
+        )
     plate = build_plate(
         data,
         name=name or next((f.plate for f in files if f.plate), None) or found.source.name,
         wells=grid.wells,
         fields=grid.fields,
         channels=names,
-        t=grid.t,
-        z=grid.z,
-        plate_map=table,
+        t=grid.t if t is None else t,
+        z=grid.z if z is None else z,
+        plate_map=_plate_map(plate_map, grid.wells, htd),
         field_present=grid.field_present,
         pixel_size_um=_pixel_size(layouts),
-        attrs=_attrs(found, pat, htd, files, names, rgb, fill_missing),
+        attrs=attrs,
     )
     return plate.assign_coords({UNIT_TOKEN: (("t", "well", "field"), grid.unit_tokens(found))})
 
@@ -132,9 +175,11 @@ def ingest(
     on_unmatched: Literal["raise", "warn", "ignore"] = "raise",
     rgb: int | None = None,
     name: str | None = None,
+    project_z: ZProjection | None = None,
     version: str | None = None,
     codec: str | None = None,
     clevel: int | None = None,
+    levels: int | None = None,
     overwrite: bool = False,
     verify: bool = False,
     client: Any = None,
@@ -149,11 +194,11 @@ def ingest(
 
     Parameters
     ----------
-    source, pattern, plate_map, channels, fill_missing, on_unmatched, rgb, name
+    source, pattern, plate_map, channels, fill_missing, on_unmatched, rgb, name, project_z
         As for :func:`read_tiff_plate`.
     out
         The ``.zarr`` plate to write.
-    version, codec, clevel, overwrite, verify, client, progress
+    version, codec, clevel, levels, overwrite, verify, client, progress
         Passed to :func:`~cellscale.io.write_plate`. Re-running an ingest into its own
         output resumes it; a plate map that differs from the stored one is refused (use
         :func:`~cellscale.update_plate_map`), as is an output ingested from other files
@@ -180,6 +225,7 @@ def ingest(
         on_unmatched=on_unmatched,
         rgb=rgb,
         name=name,
+        project_z=project_z,
     )
     return write_plate(
         plate,
@@ -187,6 +233,7 @@ def ingest(
         version=version,
         codec=codec,
         clevel=clevel,
+        levels=levels,
         overwrite=overwrite,
         verify=verify,
         client=client,
@@ -203,89 +250,6 @@ def _report_unmatched(found: Discovery, on_unmatched: str) -> None:
     if on_unmatched == "raise":
         raise PlateError(message + "\n(pass on_unmatched='warn' or 'ignore' to leave them out)")
     warnings.warn(message, UserWarning, stacklevel=3)
-
-
-def _select_z_source(files: list[ImageFile], pattern: FilePattern) -> list[ImageFile]:
-    """Keep the Z planes, or the projections, of a ZStep-folder layout."""
-    if not pattern.zstep_folders:
-        return files
-    if not pattern.projection:
-        return [f for f in files if not f.projection]
-    stacks: dict[tuple[int, str, int, str], list[ImageFile]] = defaultdict(list)
-    for f in files:
-        stacks[(f.t, f.well, f.field, f.c)].append(f)
-    chosen: list[ImageFile] = []
-    for stack in stacks.values():
-        projections = [f for f in stack if f.projection]
-        if projections:
-            chosen.extend(_at_z0(f) for f in projections)
-        elif len(stack) == 1:  # a single plane is its own projection
-            chosen.append(_at_z0(stack[0]))
-    return chosen
-
-
-def _at_z0(f: ImageFile) -> ImageFile:
-    return ImageFile(f.path, f.t, f.well, f.field, 0, f.c, True, f.plate)
-
-
-def _probe_channels(files: list[ImageFile]) -> tuple[dict[str, TiffLayout], dict[str, str]]:
-    """The page layout of each channel's files, and the file it was taken from.
-
-    Up to three files of each channel are probed (first, middle, last) and the layout
-    most of them share is the channel's, so one odd file is named as such rather than
-    every good file being named against it. All channels must share shape and dtype.
-    """
-    by_channel: dict[str, list[ImageFile]] = defaultdict(list)
-    for f in files:
-        by_channel[f.c].append(f)
-    layouts, references = {}, {}
-    for c, members in by_channel.items():
-        layouts[c], references[c] = _channel_layout(c, members)
-    ref_c = next(iter(layouts))
-    ref = layouts[ref_c]
-    for c, layout in layouts.items():
-        if (layout.shape, layout.dtype, layout.axes) != (ref.shape, ref.dtype, ref.axes):
-            raise PlateError(
-                f"{references[c]} (channel {c!r}) is {layout.shape} {layout.dtype} with "
-                f"in-file axes {layout.axes!r}; expected {ref.shape} {ref.dtype} with "
-                f"{ref.axes!r} like {references[ref_c]} (channel {ref_c!r})"
-            )
-    return layouts, references
-
-
-def _channel_layout(channel: str, members: list[ImageFile]) -> tuple[TiffLayout, str]:
-    """Vote on the channel's layout among its first, middle and last readable files.
-
-    A file that cannot be probed is left to fail when its unit is read (so the other
-    units can still be written); the next file is probed in its place.
-    """
-    picks = sorted({0, len(members) // 2, len(members) - 1})
-    probed: list[tuple[str, TiffLayout]] = []
-    first_error: PlateError | None = None
-    for start in picks:
-        for f in members[start : start + _PROBE_TRIES]:
-            try:
-                probed.append((str(f.path), probe_tiff(f.path)))
-                break
-            except PlateError as err:
-                first_error = first_error or err
-    if not probed:
-        assert first_error is not None
-        raise first_error
-    layout, votes = Counter(lay for _, lay in probed).most_common(1)[0]
-    if votes * 2 <= len(probed) and len(probed) > 1:
-        raise PlateError(
-            f"the files of channel {channel!r} differ: "
-            + "; ".join(f"{path} holds {lay.describe()}" for path, lay in probed)
-        )
-    for path, other in probed:
-        if other != layout:
-            raise PlateError(
-                f"{path} holds {other.describe()}, but the files of channel {channel!r} hold "
-                f"{layout.describe()}: every file of a channel needs the same image shape, "
-                "dtype and page layout"
-            )
-    return layout, next(path for path, lay in probed if lay == layout)
 
 
 def _stat_files(files: list[ImageFile]) -> dict[Path, os.stat_result]:
@@ -315,22 +279,11 @@ def _expand(
     return planes
 
 
-def _natural(text: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
-
-
 def _choose_channels(
-    planes: dict[Position, PlaneRef],
-    files: list[ImageFile],
-    found: Discovery,
-    channels: Channels,
-    htd: HtdInfo | None,
+    ids: list[str], default: dict[str, str], found: Discovery, channels: Channels
 ) -> tuple[list[str], list[str]]:
     """Channel ids to read, in order, and their names."""
-    ids = sorted({key[3] for key in planes}, key=_natural)
-    default = {i: _default_name(i, htd) for i in ids}
     if channels is None:
-        _check_z_source(found, files)
         return ids, [default[i] for i in ids]
     lookup = {**{name: i for i, name in default.items()}, **{i: i for i in ids}}
     wanted = list(channels)
@@ -346,38 +299,14 @@ def _choose_channels(
     return chosen, [default[i] for i in chosen]
 
 
-def _default_name(channel_id: str, htd: HtdInfo | None) -> str:
-    file_id, _, in_file = channel_id.partition("#")
-    name = htd.wave_names.get(file_id, file_id) if htd else file_id
-    if not in_file:
-        return name
-    return in_file if file_id == "0" else f"{name}-{in_file}"
-
-
-def _check_z_source(found: Discovery, files: list[ImageFile]) -> None:
-    """All channels were asked for: each must exist in the chosen Z source."""
-    if not found.pattern.zstep_folders:
-        return
-    kept = {f.c for f in files}
-    dropped = sorted({f.c for f in found.files} - kept, key=_natural)
-    if not dropped:
-        return
-    if found.pattern.projection:
-        raise PlateError(
-            f"channel(s) {dropped} under {found.source} have Z planes but no projection "
-            "image; choose channels=[...] without them, or read the planes (pattern "
-            "'imagexpress')"
-        )
-    raise PlateError(
-        f"channel(s) {dropped} under {found.source} have only projection images (no "
-        "ZStep planes); choose channels=[...] without them, or read the projections "
-        "(pattern 'imagexpress-projection')"
-    )
-
-
 @dataclass
 class _Grid:
-    """Plate coordinates and, per present image, its planes."""
+    """Plate coordinates and, per present image, its planes.
+
+    ``stacks`` holds the Z indices each channel's images are made of: the plate's
+    ``z`` for a plate of planes; with ``project`` (one plane per channel) each
+    channel's own planes, whose maximum is the image.
+    """
 
     t: list[int]
     wells: list[str]
@@ -386,9 +315,13 @@ class _Grid:
     channels: list[str]
     planes: dict[Position, PlaneRef]
     field_present: np.ndarray
+    stacks: dict[str, list[int]]
+    project: bool = False
 
     @classmethod
-    def build(cls, planes: dict[Position, PlaneRef], channels: list[str]) -> _Grid:
+    def build(
+        cls, planes: dict[Position, PlaneRef], channels: list[str], *, project: bool = False
+    ) -> _Grid:
         chosen = set(channels)
         kept = {k: v for k, v in planes.items() if k[3] in chosen}
         wells = sorted({k[1] for k in kept}, key=_well_order)
@@ -398,14 +331,20 @@ class _Grid:
         f_index = {f: i for i, f in enumerate(fields)}
         for k in kept:
             present[w_index[k[1]], f_index[k[2]]] = True
+        z = sorted({k[4] for k in kept})
+        own: dict[str, set[int]] = defaultdict(set)
+        for k in kept:
+            own[k[3]].add(k[4])
         return cls(
             t=sorted({k[0] for k in kept}),
             wells=wells,
             fields=fields,
-            z=sorted({k[4] for k in kept}),
+            z=[0] if project else z,
             channels=channels,
             planes=kept,
             field_present=present,
+            stacks={c: sorted(own[c]) if project else z for c in channels},
+            project=project,
         )
 
     def expected(self) -> list[Position]:
@@ -417,7 +356,7 @@ class _Grid:
             for f, fld in enumerate(self.fields)
             if self.field_present[w, f]
             for c in self.channels
-            for z in self.z
+            for z in self.stacks[c]
         ]
 
     def unit_tokens(self, found: Discovery) -> np.ndarray:
@@ -430,7 +369,7 @@ class _Grid:
                     refs = "\n".join(
                         _identity(self.planes.get((t, well, fld, c, z)), prefix)
                         for c in self.channels
-                        for z in self.z
+                        for z in self.stacks[c]
                     )
                     tokens[ti, wi, fi] = unit_token(refs)
         return tokens
@@ -449,14 +388,16 @@ class _Grid:
             has_z = sorted({k[4] for k in self.planes if k[3] == c})
             shown = "; ".join(f"t={k[0]} well {k[1]} field {k[2]} z={k[4]}" for k in keys[:3])
             more = f"; … {len(keys) - 3} more" if len(keys) > 3 else ""
+            needs = "its images are the max of" if self.project else "the plate has"
             lines.append(
                 f"  channel {c!r}: {len(keys)} missing ({shown}{more}); this channel has "
-                f"z {has_z}, the plate has z {self.z}"
+                f"z {has_z}, {needs} z {self.stacks[c]}"
             )
+        one_plane = "" if self.project else ", or pass project_z='max' for one plane per channel"
         return (
             f"{len(missing)} image(s) of fields that exist have no file (a field that "
             "exists needs every channel, z and t; pass fill_missing=True to fill them "
-            "with zeros, or choose channels=[...]):\n" + "\n".join(lines)
+            f"with zeros, choose channels=[...]{one_plane}):\n" + "\n".join(lines)
         )
 
 
@@ -478,13 +419,15 @@ def _lazy_array(
     """One dask task per (t, well, field, c) image, in a single graph layer.
 
     The layer's name is a token of the files' names and pages, the channels, the image
-    shape and dtype: files that are later fixed in place keep the name, so a plate
-    written from them resumes (each unit's ``unit_token`` tells a changed file).
+    shape and dtype and whether Z is projected: files that are later fixed in place
+    keep the name, so a plate written from them resumes (each unit's ``unit_token``
+    tells a changed file).
     """
     first = layouts[grid.channels[0].split("#")[0]]
     dtype = first.dtype
     names = sorted((k, ref.path, ref.key) for k, ref in grid.planes.items())
-    token = tokenize(names, grid.channels, str(dtype), first.shape, rgb)
+    projected = ("project_z", "max") if grid.project else ()  # planes: the name as before
+    token = tokenize(names, grid.channels, str(dtype), first.shape, rgb, *projected)
     name = f"ingest-{token}"
     layer: dict[Any, Any] = {}
     for ti, t in enumerate(grid.t):
@@ -492,7 +435,7 @@ def _lazy_array(
             for fi, fld in enumerate(grid.fields):
                 for ci, c in enumerate(grid.channels):
                     file_c = c.split("#")[0]
-                    refs = tuple(grid.planes.get((t, well, fld, c, z)) for z in grid.z)
+                    refs = tuple(grid.planes.get((t, well, fld, c, z)) for z in grid.stacks[c])
                     spec = ChunkSpec(
                         refs,
                         first.shape,
@@ -501,6 +444,7 @@ def _lazy_array(
                         references[file_c],
                         layouts[file_c],
                         file_c,
+                        max_project=grid.project,
                     )
                     layer[(name, ti, wi, fi, 0, ci, 0, 0)] = (read_chunk, spec)
     chunks = (
@@ -539,6 +483,7 @@ def _attrs(
     channels: list[str],
     rgb: int | None,
     fill_missing: bool,
+    project_z: ZProjection | None,
 ) -> dict[str, Any]:
     attrs: dict[str, Any] = {"ingest_source": str(found.source), "file_pattern": pattern.name}
     step = {
@@ -550,6 +495,8 @@ def _attrs(
         "rgb": rgb,
         "fill_missing": fill_missing,
     }
+    if project_z is not None:  # absent otherwise, so stores written before still resume
+        step["project_z"] = project_z
     attrs = add_lineage(attrs, step)
     if pattern.zstep_folders:
         attrs["z_source"] = "projection" if pattern.projection else "planes"
@@ -558,3 +505,13 @@ def _attrs(
         if htd.plate_shape:
             attrs["plate_shape"] = list(htd.plate_shape)
     return attrs
+
+
+def _units(t: list[float] | None, z: list[float] | None) -> dict[str, str]:
+    """The units of the ``t`` and ``z`` coordinates that hold physical values."""
+    units = {}
+    if t is not None:
+        units["t_unit"] = "second"
+    if z is not None:
+        units["z_unit"] = "micrometer"
+    return units

@@ -42,14 +42,17 @@ from cellscale._stages import (
     task_key,
     unit_token,
 )
+from cellscale.io._chunk_files import write_chunk_file
 from cellscale.io._chunks import read_chunk, read_image
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._layout import PlateLayout
-from cellscale.io._ngff import IMAGE_AXES, format_for, ome_attrs
+from cellscale.io._ngff import format_for, ome_attrs
+from cellscale.io._pyramid import pyramid
 from cellscale.io._store_setup import (
     WRITE_CONFIG,
     StoreRecord,
     field_image_path,
+    level_templates,
     read_store_record,
     template_attrs,
 )
@@ -73,7 +76,7 @@ def _array(group: zarr.Group, key: str) -> zarr.Array:
 class _Books:
     """The bookkeeping of one label image: ledger, per-field counts, fingerprint, fields."""
 
-    def __init__(self, group: zarr.Group, images: dict[tuple[str, int], zarr.Array]) -> None:
+    def __init__(self, group: zarr.Group, images: dict[tuple[str, int], list[zarr.Array]]) -> None:
         self.group = group
         self.ledger = Ledger(_array(group, "ledger"))
         self.counts = _array(group, "counts")
@@ -266,9 +269,10 @@ def _set_up(
 
 def _create_label_images(
     root: zarr.Group, layout: PlateLayout, name: str, spatial: tuple[int, ...]
-) -> dict[tuple[str, int], zarr.Array]:
+) -> dict[tuple[str, int], list[zarr.Array]]:
     """Every field's ``labels/<name>`` NGFF label image, in one concurrent call.
 
+    The label image has the pyramid levels of the image it labels, as NGFF requires.
     Label images of other names stay; an older ``labels/<name>`` is deleted first.
     """
     fields = _present(layout)
@@ -286,18 +290,14 @@ def _create_label_images(
             f"labels of shape {spatial} do not fit the images of {root.store} "
             f"(z, y, x = {pixels.shape[2:]})"
         )
-    shape = (len(layout.t), 1, z_size, *spatial[-2:])
-    options: dict[str, Any] = {
-        "shape": shape,
-        "chunks": (1, 1, *shape[2:]),
-        "dtype": "uint32",
-        "fill_value": 0,
-        "compressors": pixels.compressors,
-    }
-    if zarr_format == 3:
-        options["dimension_names"] = IMAGE_AXES
-    template = zarr.create_array(zarr.storage.MemoryStore(), **options, zarr_format=zarr_format)
-    datasets = copy.deepcopy(image_meta["multiscales"][0]["datasets"][:1])
+    datasets = copy.deepcopy(image_meta["multiscales"][0]["datasets"])
+    templates = level_templates(
+        (len(layout.t), 1, z_size, *spatial[-2:]),
+        len(datasets),
+        dtype="uint32",
+        compressors=pixels.compressors,
+        zarr_format=zarr_format,
+    )
     label_attrs = template_attrs(
         zarr_format,
         lambda g: write_multiscales_metadata(
@@ -327,14 +327,15 @@ def _create_label_images(
         if not listed:
             nodes[base] = GroupMetadata(attributes=listing, zarr_format=zarr_format)
         nodes[f"{base}/{name}"] = GroupMetadata(attributes=label_attrs, zarr_format=zarr_format)
-        nodes[f"{base}/{name}/0"] = template.metadata
-        keys[f"{base}/{name}/0"] = (well, field)
+        for level, template in enumerate(templates):
+            nodes[f"{base}/{name}/{level}"] = template.metadata
+            keys[f"{base}/{name}/{level}"] = ((well, field), level)
     created = zarr.create_hierarchy(store=root.store, nodes=nodes)
-    return {
-        keys[k]: node.with_config(WRITE_CONFIG)
-        for k, node in created
-        if k in keys and isinstance(node, zarr.Array)
-    }
+    arrays: dict[tuple[str, int], list[zarr.Array]] = {}
+    for key, node in sorted(((k, n) for k, n in created if k in keys), key=lambda i: keys[i[0]][1]):
+        assert isinstance(node, zarr.Array)
+        arrays.setdefault(keys[key][0], []).append(node.with_config(WRITE_CONFIG))
+    return arrays
 
 
 def _drop_label_image(root: zarr.Group, base: str, name: str, listing: dict[str, Any]) -> None:
@@ -370,11 +371,14 @@ def _present(layout: PlateLayout) -> list[tuple[str, int]]:
 
 def _open_label_arrays(
     root: zarr.Group, layout: PlateLayout, name: str
-) -> dict[tuple[str, int], zarr.Array]:
-    def open_one(unit: tuple[str, int]) -> zarr.Array:
-        array = root[f"{field_image_path(*unit)}/labels/{name}/0"]
-        assert isinstance(array, zarr.Array)
-        return array.with_config(WRITE_CONFIG)
+) -> dict[tuple[str, int], list[zarr.Array]]:
+    """Every level's array of each present field's ``labels/<name>``."""
+
+    def open_one(unit: tuple[str, int]) -> list[zarr.Array]:
+        group = root[f"{field_image_path(*unit)}/labels/{name}"]
+        assert isinstance(group, zarr.Group)
+        levels = sorted((int(key), node) for key, node in group.arrays() if key.isdigit())
+        return [array.with_config(WRITE_CONFIG) for _, array in levels]
 
     units = _present(layout)
     with ThreadPoolExecutor(_SETUP_THREADS) as pool:
@@ -453,18 +457,20 @@ def _json(value: Any) -> Any:
 def _write_unit(
     blocks: dict[str, np.ndarray],
     dropped: np.ndarray,
-    arrays: dict[str, zarr.Array],
+    arrays: dict[str, list[zarr.Array]],
     books: list[_Books],
     store_unit: tuple[int, int, int],
     token: int,
 ) -> None:
-    """Write one field's label images and counts, then mark it complete in every ledger."""
+    """Write one field's label images (every level) and counts, then mark it complete."""
     t = store_unit[0]
     count = int(np.asarray(next(iter(blocks.values()))).max(initial=0))
     for name, block in blocks.items():
-        array = arrays[name]
-        values = np.asarray(block, dtype=np.uint32).reshape((1, 1, *array.shape[2:]))
-        array[t : t + 1, 0:1] = values
+        levels = arrays[name]
+        full = np.asarray(block, dtype=np.uint32).reshape((1, 1, *levels[0].shape[2:]))
+        for array, values in zip(levels, pyramid(full, len(levels), "labels"), strict=True):
+            if not write_chunk_file(array, (t, 0, 0, 0, 0), values):
+                array[t : t + 1, 0:1] = values
     for book in books:
         book.counts[store_unit] = count
         book.dropped[store_unit] = int(np.asarray(dropped).ravel()[0])

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cellscale.plate import PlateError, plate_map_columns
+from cellscale.plate import UNIT_TOKEN, PlateError, plate_map_columns
 
-__all__ = ["LAYOUT_KEY", "PlateLayout"]
+__all__ = ["LAYOUT_KEY", "PlateLayout", "unit_coordinates"]
 
 LAYOUT_KEY = "cellscale"
 _LAYOUT_VERSION = 1
@@ -39,6 +39,7 @@ class PlateLayout:
     field_present: list[list[bool]]
     plate_map: dict[str, dict[str, Any]] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    unit_coords: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_plate(cls, plate: xr.DataArray) -> PlateLayout:
@@ -61,6 +62,7 @@ class PlateLayout:
                 for col in plate_map_columns(plate)
             },
             attrs=_json_attrs(plate.attrs),
+            unit_coords=unit_coordinates(plate),
         )
 
     @classmethod
@@ -84,6 +86,7 @@ class PlateLayout:
             field_present=[[bool(v) for v in row] for row in record["field_present"]],
             plate_map=dict(record.get("plate_map", {})),
             attrs=dict(record.get("attrs", {})),
+            unit_coords=dict(record.get("unit_coords", {})),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +104,7 @@ class PlateLayout:
             "field_present": self.field_present,
             "plate_map": self.plate_map,
             "attrs": self.attrs,
+            "unit_coords": self.unit_coords,
         }
 
     def plate_map_frame(self) -> pd.DataFrame:
@@ -123,6 +127,21 @@ class PlateLayout:
             and self.shape_yx == other.shape_yx
             and self.dtype == other.dtype
         )
+
+
+def unit_coordinates(plate: xr.DataArray) -> dict[str, str]:
+    """The plate's numeric ``(t, well, field)`` coordinates, by name, with their dtypes.
+
+    These are values a step computed per unit, such as ``focus_plane`` from a best-focus
+    projection; a store keeps them beside the pixels. ``unit_token`` is the store's own.
+    """
+    return {
+        str(name): str(coord.dtype)
+        for name, coord in plate.coords.items()
+        if coord.dims == ("t", "well", "field")
+        and name != UNIT_TOKEN
+        and coord.dtype.kind in "biuf"
+    }
 
 
 def _json_scalar(value: Any) -> Any:

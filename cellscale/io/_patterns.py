@@ -4,11 +4,16 @@ A :class:`FilePattern` is a regular expression with named groups among ``t``,
 ``well`` (or ``row`` and ``col``), ``field``, ``z`` and ``c`` (and optionally
 ``plate``), searched in each file's path relative to the source folder, written
 with ``/``. :func:`discover` walks a folder and turns every matching file into an
-:class:`ImageFile`; files that do not match are returned, never dropped.
+:class:`ImageFile`; files that do not match are returned, never dropped. Discovery
+fails early, naming the fix, when the folder holds several plates or when the
+pattern lacks a group that would tell two files apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from cellscale.io._diagnose import did_you_mean
 from cellscale.plate import PlateError, format_well, normalize_well
 
 __all__ = [
@@ -31,7 +37,11 @@ __all__ = [
 
 POSITION_GROUPS = ("t", "well", "field", "z", "c")
 _ALL_GROUPS = (*POSITION_GROUPS, "row", "col", "plate")
+_INTEGER_GROUPS = ("t", "field", "z")
+_GROUP_MEANINGS = {"t": "time point", "field": "field/site", "z": "Z plane", "c": "channel"}
 _ZSTEP_DIR = re.compile(r"^ZStep_\d+$", re.IGNORECASE)
+_LAYOUT_DIR = re.compile(r"^(?:ZStep|TimePoint)_\d+$", re.IGNORECASE)
+_MAX_LISTED = 10
 _UUID = r"[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"
 
 
@@ -74,19 +84,29 @@ class FilePattern:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        unknown = set(self.compiled.groupindex) - set(_ALL_GROUPS)
+        has = sorted(self.compiled.groupindex)
+        unknown = (set(has) | set(self.defaults)) - set(_ALL_GROUPS)
         if unknown:
-            raise ValueError(
-                f"pattern {self.regex!r} has groups {sorted(unknown)}; "
-                f"allowed groups are {list(_ALL_GROUPS)}"
+            raise PlateError(
+                f"pattern {self.regex!r} (groups {has}, defaults {dict(self.defaults)}) names "
+                f"groups {sorted(unknown)}; allowed groups are {list(_ALL_GROUPS)}"
             )
-        groups = set(self.compiled.groupindex) | set(self.defaults)
-        if "well" not in groups and not {"row", "col"} <= groups:
-            raise ValueError(
-                f"pattern {self.regex!r} names no well: add a (?P<well>...) group, "
-                "(?P<row>...) and (?P<col>...) groups, or use FilePattern(regex, "
-                "defaults={'well': 'A01'})"
+        bad = {
+            k: v for k, v in self.defaults.items() if k in _INTEGER_GROUPS and not str(v).isdigit()
+        }
+        if bad:
+            raise PlateError(f"defaults {bad} must be whole numbers (t, field and z count)")
+        if "well" not in self.groups and not {"row", "col"} <= self.groups:
+            raise PlateError(
+                f"pattern {self.regex!r} names no well (it has groups {has}): add a "
+                "(?P<well>...) group, (?P<row>...) and (?P<col>...) groups, or give a default "
+                "well, e.g. FilePattern(regex, defaults={'well': 'A01'})"
             )
+
+    @property
+    def groups(self) -> set[str]:
+        """Groups the pattern gives a value: those of the regex and those with a default."""
+        return set(self.compiled.groupindex) | set(self.defaults)
 
     @cached_property
     def compiled(self) -> re.Pattern[str]:
@@ -156,22 +176,59 @@ BUILTIN_PATTERNS: dict[str, FilePattern] = {
 """Patterns that can be named by a string."""
 
 
-def resolve_pattern(pattern: str | FilePattern) -> FilePattern:
-    """Return a :class:`FilePattern` for a built-in name, a regex string or a pattern."""
-    if isinstance(pattern, FilePattern):
-        return pattern
-    if pattern in BUILTIN_PATTERNS:
-        return BUILTIN_PATTERNS[pattern]
+def resolve_pattern(
+    pattern: str | FilePattern, defaults: Mapping[str, str] | None = None
+) -> FilePattern:
+    r"""Return a :class:`FilePattern` for a built-in name, a regex string or a pattern.
+
+    Parameters
+    ----------
+    pattern
+        A built-in name (any case, e.g. ``"ImageXpress"``), a regex with named
+        groups, or a :class:`FilePattern`.
+    defaults
+        Values for groups the paths do not give, e.g. ``{"well": "A01"}``; they are
+        added to (and override) the pattern's own defaults.
+
+    Raises
+    ------
+    PlateError
+        For an unknown name (suggesting the closest built-in one), an invalid regex,
+        or a pattern that names no well.
+
+    Examples
+    --------
+    >>> resolve_pattern(r"POS(?P<field>\d+)_(?P<c>[DFR])", defaults={"well": "A01"}).match(
+    ...     "01_POS076_D.TIF"
+    ... )
+    {'well': 'A01', 'field': '076', 'c': 'D'}
+    """
+    extra = dict(defaults or {})
+    if isinstance(pattern, str) and pattern.lower() not in BUILTIN_PATTERNS:
+        return FilePattern(_checked_regex(pattern), defaults=extra)
+    known = pattern if isinstance(pattern, FilePattern) else BUILTIN_PATTERNS[pattern.lower()]
+    return dataclasses.replace(known, defaults={**known.defaults, **extra}) if extra else known
+
+
+def _checked_regex(pattern: str) -> str:
+    """``pattern`` if it is a regex with named groups; else an error suggesting a built-in."""
     try:
         groups = re.compile(pattern).groupindex
     except re.error as exc:
-        raise ValueError(f"pattern {pattern!r} is not a valid regex: {exc}") from exc
+        raise PlateError(f"{_unknown_name(pattern)} (as a regex: {exc})") from exc
     if not groups:
-        raise ValueError(
-            f"pattern {pattern!r} is neither a built-in pattern {sorted(BUILTIN_PATTERNS)} "
-            f"nor a regex with named groups among {list(POSITION_GROUPS)}"
-        )
-    return FilePattern(pattern)
+        raise PlateError(_unknown_name(pattern))
+    return pattern
+
+
+def _unknown_name(pattern: str) -> str:
+    close = difflib.get_close_matches(pattern.lower(), BUILTIN_PATTERNS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"pattern {pattern!r} is neither a built-in pattern nor a regex with named groups; "
+        f"{hint}Built-in patterns are {sorted(BUILTIN_PATTERNS)}; a regex names groups among "
+        f"{list(_ALL_GROUPS)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,10 +281,21 @@ def discover(source: str | Path, pattern: FilePattern) -> Discovery:
     -------
     Discovery
         Matched files, unmatched and skipped image files, and any ``.HTD`` files.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``source`` does not exist.
+    PlateError
+        If ``source`` is a file, if it holds several plates (naming each plate's
+        folder), or if two files read as one position because the pattern lacks a
+        group (naming the files and the groups it has).
     """
     root = Path(source)
+    if root.is_file():
+        raise PlateError(f"{root} is a file; pass the folder that holds it ({root.parent})")
     if not root.is_dir():
-        raise FileNotFoundError(f"source folder {root} does not exist")
+        raise FileNotFoundError(f"source folder {root} does not exist{did_you_mean(root)}")
     found = Discovery(root, pattern, [], [], [], [])
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -235,7 +303,80 @@ def discover(source: str | Path, pattern: FilePattern) -> Discovery:
         for filename in sorted(filenames):
             path = Path(dirpath, filename)
             _classify(found, path, has_zsteps)
+    _check_one_plate(found)
+    _check_distinct(found)
     return found
+
+
+def _check_one_plate(found: Discovery) -> None:
+    """Raise if the files belong to several plates: distinct ``plate`` names or plate folders."""
+    plates: dict[tuple[str | None, Path], list[Path]] = {}
+    for f in found.files:
+        folder = _plate_folder(found, f.path)
+        key = (f.plate, folder if found.pattern.zstep_folders else found.source)
+        plates.setdefault(key, []).append(folder)
+    if len(plates) < 2:
+        return
+    folders = {key: Path(os.path.commonpath(paths)) for key, paths in plates.items()}
+    listed = [
+        f"{name or '(unnamed)'} in {folder.relative_to(found.source).as_posix()}/"
+        for (name, _), folder in sorted(folders.items(), key=lambda kv: str(kv[1]))
+    ]
+    more = f", … and {len(listed) - _MAX_LISTED} more" if len(listed) > _MAX_LISTED else ""
+    message = (
+        f"{found.source} holds {len(plates)} plates ({found.pattern.name} pattern): "
+        f"{', '.join(listed[:_MAX_LISTED])}{more}; ingest one plate at a time"
+    )
+    if _nested(list(folders.values())):
+        raise PlateError(
+            f"{message}: the plates share folders, so move each plate's files into a folder "
+            "of its own (or use a pattern that matches one plate only)"
+        )
+    first = min(folders.values(), key=str)
+    raise PlateError(f"{message}: pass the plate's folder, e.g. {first}")
+
+
+def _plate_folder(found: Discovery, path: Path) -> Path:
+    """The folder of a file's plate: its parent, above any TimePoint/ZStep folders."""
+    folder = path.parent
+    while found.pattern.zstep_folders and folder != found.source and _LAYOUT_DIR.match(folder.name):
+        folder = folder.parent
+    return folder
+
+
+def _nested(folders: list[Path]) -> bool:
+    """Whether any folder equals or lies inside another (adjacent in sorted order if so)."""
+    ordered = sorted(f.parts for f in folders)
+    return any(b[: len(a)] == a for a, b in itertools.pairwise(ordered))
+
+
+def _check_distinct(found: Discovery) -> None:
+    """Raise if two files read as one position because the pattern lacks a group."""
+    pattern = found.pattern
+    missing = [g for g in _GROUP_MEANINGS if g not in pattern.compiled.groupindex]
+    if not missing:
+        return  # every position group is read from the path; leave clashes to the reader
+    seen: dict[tuple[object, ...], Path] = {}
+    for f in found.files:
+        key = (f.plate, f.t, f.well, f.field, f.z, f.c, f.projection)
+        first = seen.setdefault(key, f.path)
+        if first != f.path:
+            raise PlateError(
+                f"two files claim t={f.t} well {f.well} field {f.field} channel {f.c!r} "
+                f"z={f.z}: {first} and {f.path}; the pattern {pattern.regex!r} has groups "
+                f"{sorted(pattern.compiled.groupindex)}{_defaults_note(pattern)} but no "
+                f"{_either(missing)} group to tell them apart: add one for what differs, "
+                + ", ".join(f"(?P<{g}>...) for the {_GROUP_MEANINGS[g]}" for g in missing)
+            )
+
+
+def _defaults_note(pattern: FilePattern) -> str:
+    return f" (defaults {dict(pattern.defaults)})" if pattern.defaults else ""
+
+
+def _either(groups: list[str]) -> str:
+    quoted = [repr(g) for g in groups]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 def _classify(found: Discovery, path: Path, has_zsteps: bool) -> None:

@@ -31,21 +31,28 @@ from cellscale.io._ngff import (
     ome_attrs,
     zarr_format_for,
 )
+from cellscale.io._pyramid import level_shapes, scale_for_level
+from cellscale.io._unit_coords import create_unit_coords
 from cellscale.plate import split_well
 
 __all__ = [
     "FINGERPRINT_KEY",
     "LEDGER_NAME",
+    "PLATE_MAP_TABLE",
     "WRITE_CONFIG",
     "StoreRecord",
     "create_store",
     "field_image_path",
+    "level_templates",
+    "multiscale_datasets",
     "read_store_record",
     "template_attrs",
+    "write_plate_map_table",
     "write_store_record",
 ]
 
 LEDGER_NAME = "cellscale_ledger"
+PLATE_MAP_TABLE = "plate_map.csv"
 FINGERPRINT_KEY = "fingerprint"
 # images are never "empty": skip zarr's comparison of every chunk with the fill value
 WRITE_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
@@ -102,9 +109,27 @@ def read_store_record(path: Path) -> StoreRecord | None:
     )
 
 
-def write_store_record(root: zarr.Group, layout: PlateLayout, fingerprint: Fingerprint) -> None:
-    """Write the layout record and fingerprint: the last step of setup."""
+def write_store_record(
+    path: Path, root: zarr.Group, layout: PlateLayout, fingerprint: Fingerprint
+) -> None:
+    """Write the plate-map table, then the layout record and fingerprint: the last of setup."""
+    write_plate_map_table(path, layout)
     root.attrs[LAYOUT_KEY] = {**layout.to_json(), FINGERPRINT_KEY: fingerprint.to_json()}
+
+
+def write_plate_map_table(path: Path, layout: PlateLayout) -> None:
+    """Write ``plate_map.csv`` at the store's root: one row per imaged well, for any tool.
+
+    The columns are ``well``, ``row``, ``col`` and each plate-map column. The file is
+    replaced atomically, so a reader never sees half of it.
+    """
+    table = layout.plate_map_frame().reset_index()
+    rows_cols = [split_well(w) for w in layout.wells]
+    table.insert(1, "row", [r for r, _ in rows_cols])
+    table.insert(2, "col", [c for _, c in rows_cols])
+    partial = path / f"{PLATE_MAP_TABLE}.partial"
+    table.to_csv(partial, index=False)
+    partial.replace(path / PLATE_MAP_TABLE)
 
 
 def create_store(
@@ -114,13 +139,20 @@ def create_store(
     version: str,
     codec: str,
     clevel: int,
-) -> dict[tuple[str, int], zarr.Array]:
+    levels: int = 1,
+) -> dict[tuple[str, int], list[zarr.Array]]:
     """Create the plate's groups, metadata, empty arrays and ledger; return the field arrays.
 
     Anything at ``path`` is deleted first. The NGFF metadata is made by ome-zarr-py on
-    in-memory templates, and every row, well, field group and image array is then written
-    in one concurrent :func:`zarr.create_hierarchy` call. The root's setup mark comes
-    first and the record last, so an interrupted setup is recognised and redone.
+    in-memory templates, and every row, well, field group and image array (one per
+    pyramid level, ``0`` … ``levels - 1``) is then written in one concurrent
+    :func:`zarr.create_hierarchy` call. The root's setup mark comes first and the record
+    last, so an interrupted setup is recognised and redone.
+
+    Returns
+    -------
+    dict
+        Each present ``(well, field)``'s arrays, level 0 first.
     """
     fmt = format_for(version)
     zarr_format = zarr_format_for(version)
@@ -130,24 +162,20 @@ def create_store(
         str(path), mode="w", zarr_format=zarr_format, attributes={LAYOUT_KEY: _SETUP_MARK}
     )
     Ledger.create(root, LEDGER_NAME, (len(layout.t), len(layout.wells), len(layout.fields)))
-    shape = layout.image_shape()
-    array_options: dict[str, Any] = {
-        "shape": shape,
-        "chunks": (1, 1, *shape[2:]),
-        "dtype": layout.dtype,
-        "fill_value": 0,
-        "compressors": compressor_for(codec, clevel, zarr_format),
-    }
-    if zarr_format == 3:
-        array_options["dimension_names"] = IMAGE_AXES
-    template = zarr.create_array(
-        zarr.storage.MemoryStore(), **array_options, zarr_format=zarr_format
+    create_unit_coords(root, layout)
+    templates = level_templates(
+        layout.image_shape(),
+        levels,
+        dtype=layout.dtype,
+        compressors=compressor_for(codec, clevel, zarr_format),
+        zarr_format=zarr_format,
     )
+    scale = _scale(layout)
     image_attrs = template_attrs(
         zarr_format,
         lambda group: write_multiscales_metadata(
             group,
-            [{"path": "0", "coordinateTransformations": [_scale_transform(layout)]}],
+            multiscale_datasets(scale, levels),
             fmt=fmt,
             axes=_axes(layout),
             name="field",
@@ -156,7 +184,7 @@ def create_store(
     )
     rows = sorted({split_well(w)[0] for w in layout.wells}, key=lambda r: (len(r), r))
     nodes: dict[str, Any] = {row: GroupMetadata(zarr_format=zarr_format) for row in rows}
-    images: dict[str, tuple[str, int]] = {}
+    images: dict[str, tuple[tuple[str, int], int]] = {}
     for w, well in enumerate(layout.wells):
         present = [f for i, f in enumerate(layout.fields) if layout.field_present[w][i]]
         well_attrs = template_attrs(
@@ -173,14 +201,16 @@ def create_store(
             ome_attrs(attrs)["multiscales"][0]["name"] = f"{well}-f{field}"
             group_path = field_image_path(well, field)
             nodes[group_path] = GroupMetadata(attributes=attrs, zarr_format=zarr_format)
-            nodes[f"{group_path}/0"] = template.metadata
-            images[f"{group_path}/0"] = (well, field)
+            for level, template in enumerate(templates):
+                nodes[f"{group_path}/{level}"] = template.metadata
+                images[f"{group_path}/{level}"] = ((well, field), level)
     created = zarr.create_hierarchy(store=root.store, nodes=nodes)
-    arrays = {
-        images[key]: node.with_config(WRITE_CONFIG)
-        for key, node in created
-        if key in images and isinstance(node, zarr.Array)
-    }
+    arrays: dict[tuple[str, int], list[zarr.Array]] = {}
+    for key, node in sorted(
+        ((k, n) for k, n in created if k in images), key=lambda item: images[item[0]][1]
+    ):
+        assert isinstance(node, zarr.Array)
+        arrays.setdefault(images[key][0], []).append(node.with_config(WRITE_CONFIG))
     cols = sorted({split_well(w)[1] for w in layout.wells})
     write_plate_metadata(
         root,
@@ -191,7 +221,7 @@ def create_store(
         name=layout.name,
         field_count=max((sum(row) for row in layout.field_present), default=0),
     )
-    write_store_record(root, layout, fingerprint)  # last: the setup is complete
+    write_store_record(path, root, layout, fingerprint)  # last: the setup is complete
     return arrays
 
 
@@ -202,30 +232,79 @@ def template_attrs(zarr_format: ZarrFormat, write: Callable[[zarr.Group], None])
     return group.attrs.asdict()
 
 
-def _axes(layout: PlateLayout) -> list[dict[str, str]]:
-    spatial_unit = {"unit": "micrometer"} if "pixel_size_um" in layout.attrs else {}
+def level_templates(
+    shape: tuple[int, ...],
+    levels: int,
+    *,
+    dtype: Any,
+    compressors: Any,
+    zarr_format: ZarrFormat,
+) -> list[zarr.Array]:
+    """In-memory template arrays of each pyramid level of ``(t, c, z, y, x)`` images.
+
+    Every level has one chunk per ``(t, c)`` image, whole in z, y and x.
+    """
+    templates = []
+    for y, x in level_shapes((shape[-2], shape[-1]), levels):
+        level_shape = (*shape[:-2], y, x)
+        options: dict[str, Any] = {
+            "shape": level_shape,
+            "chunks": (1, 1, *level_shape[2:]),
+            "dtype": dtype,
+            "fill_value": 0,
+            "compressors": compressors,
+        }
+        if zarr_format == 3:
+            options["dimension_names"] = IMAGE_AXES
+        templates.append(
+            zarr.create_array(zarr.storage.MemoryStore(), **options, zarr_format=zarr_format)
+        )
+    return templates
+
+
+def multiscale_datasets(scale: list[float], levels: int) -> list[dict[str, Any]]:
+    """NGFF ``datasets`` of a pyramid: paths ``0`` … and each level's scale."""
     return [
-        {"name": "t", "type": "time"},
-        {"name": "c", "type": "channel"},
-        {"name": "z", "type": "space", **spatial_unit},
-        {"name": "y", "type": "space", **spatial_unit},
-        {"name": "x", "type": "space", **spatial_unit},
+        {
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": scale_for_level(scale, level)}
+            ],
+        }
+        for level in range(levels)
     ]
 
 
-def _scale_transform(layout: PlateLayout) -> dict[str, Any]:
+def _axes(layout: PlateLayout) -> list[dict[str, str]]:
+    """NGFF axes with units: micrometres in space, seconds in time where they are known."""
+    pixel_unit = {"unit": "micrometer"} if "pixel_size_um" in layout.attrs else {}
+    z_unit = _unit(layout.z, layout.attrs.get("z_unit"))
+    t_unit = _unit(layout.t, layout.attrs.get("t_unit"))
+    return [
+        {"name": "t", "type": "time", **t_unit},
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space", **z_unit},
+        {"name": "y", "type": "space", **pixel_unit},
+        {"name": "x", "type": "space", **pixel_unit},
+    ]
+
+
+def _unit(values: list[Any], unit: Any) -> dict[str, str]:
+    """An axis's ``unit`` entry: the recorded unit of a coordinate of numbers, else none."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    return {"unit": str(unit)} if unit and numeric else {}
+
+
+def _scale(layout: PlateLayout) -> list[float]:
     pixel_y, pixel_x = layout.attrs.get("pixel_size_um", [1.0, 1.0])
-    return {
-        "type": "scale",
-        "scale": [_step(layout.t), 1.0, _step(layout.z), float(pixel_y), float(pixel_x)],
-    }
+    return [_step(layout.t), 1.0, _step(layout.z), float(pixel_y), float(pixel_x)]
 
 
 def _step(values: list[Any]) -> float:
     numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(numeric) < 2 or len(numeric) != len(values):
         return 1.0
-    step = float(np.median(np.diff(numeric)))
+    step = abs(float(np.median(np.diff(numeric))))  # a stack may be acquired top-down
     return step if step > 0 else 1.0
 
 

@@ -8,7 +8,6 @@ plane (the colour map is ignored); RGB TIFFs yield one grey channel.
 from __future__ import annotations
 
 import os
-import re
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from cellscale.io._instrument_meta import metaxpress_props
 from cellscale.plate import PlateError
 
 __all__ = [
@@ -33,9 +33,6 @@ IN_FILE_AXES = ("Z", "C")
 """Axes a multi-image file (e.g. an ImageJ hyperstack) may hold besides Y and X."""
 
 _SAMPLE_AXES = frozenset("YXS")
-_CALIBRATION = re.compile(
-    r'id="spatial-calibration-(?P<axis>[xy])"\s+type="float"\s+value="(?P<value>[^"]+)"'
-)
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,8 @@ class ChunkSpec:
     Attributes
     ----------
     planes
-        One entry per Z plane; ``None`` fills the plane with zeros.
+        One entry per Z plane; ``None`` fills the plane with zeros (or, with
+        ``max_project``, leaves it out).
     shape, dtype
         What every plane must be.
     rgb
@@ -127,6 +125,8 @@ class ChunkSpec:
         The page layout every file of this channel has (``None``: not checked).
     channel
         The channel's id, for messages.
+    max_project
+        Read the image as one plane: the maximum over ``planes``.
     """
 
     planes: tuple[PlaneRef | None, ...]
@@ -136,6 +136,7 @@ class ChunkSpec:
     reference: str
     layout: TiffLayout | None = None
     channel: str = ""
+    max_project: bool = False
 
 
 def probe_tiff(path: str | Path) -> TiffLayout:
@@ -203,10 +204,11 @@ def tiff_problem(exc: BaseException) -> str:
 
 
 def _metaxpress_pixel_size(description: str) -> tuple[float, float] | None:
-    values = {m["axis"]: float(m["value"]) for m in _CALIBRATION.finditer(description)}
-    if "x" not in values:
+    props = metaxpress_props(description)
+    if "spatial-calibration-x" not in props:
         return None
-    return values.get("y", values["x"]), values["x"]
+    x = float(props["spatial-calibration-x"])
+    return float(props.get("spatial-calibration-y", x)), x
 
 
 def read_plane(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec, out: np.ndarray) -> None:
@@ -247,8 +249,9 @@ def _grey(data: np.ndarray, path: str, rgb: int | None) -> np.ndarray:
 def read_chunk(spec: ChunkSpec) -> np.ndarray:
     """Read one ``(t, well, field, c)`` image as a ``(1, 1, 1, z, 1, y, x)`` array.
 
-    Every file is checked against the channel's page layout and against the size and
-    modification time it had when the plate was read.
+    With ``spec.max_project`` the image is one plane (``z`` of 1), the maximum of the
+    planes, read one at a time. Every file is checked against the channel's page
+    layout and against the size and modification time it had when the plate was read.
 
     Raises
     ------
@@ -256,24 +259,40 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
         Naming the file that cannot be read, whose pages differ from the channel's, that
         changed since the plate was read, or whose plane does not fit the plate.
     """
-    shape = (1, 1, 1, len(spec.planes), 1, *spec.shape)
+    depth = 1 if spec.max_project else len(spec.planes)
+    shape = (1, 1, 1, depth, 1, *spec.shape)
     complete = all(ref is not None for ref in spec.planes)
     out = np.empty(shape, spec.dtype) if complete else np.zeros(shape, spec.dtype)
+    image = out[0, 0, 0, :, 0]
+    scratch = np.empty(spec.shape, spec.dtype) if spec.max_project else None
     with ExitStack() as stack:
         opened: dict[str, tifffile.TiffFile] = {}
-        for z, ref in enumerate(spec.planes):
-            if ref is None:
-                continue
-            try:
-                if ref.path not in opened:
-                    opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
-                    _check_file(opened[ref.path], ref, spec)
-                read_plane(opened[ref.path], ref, spec, out[0, 0, 0, z, 0])
-            except PlateError:
-                raise
-            except Exception as exc:
-                raise PlateError(f"cannot read TIFF {ref.path}: {tiff_problem(exc)}") from exc
+        present = [(z, ref) for z, ref in enumerate(spec.planes) if ref is not None]
+        for n, (z, ref) in enumerate(present):
+            target = image[z] if scratch is None else image[0] if n == 0 else scratch
+            _read_checked(stack, opened, ref, spec, target)
+            if target is scratch:
+                np.maximum(image[0], scratch, out=image[0])
     return out
+
+
+def _read_checked(
+    stack: ExitStack,
+    opened: dict[str, tifffile.TiffFile],
+    ref: PlaneRef,
+    spec: ChunkSpec,
+    out: np.ndarray,
+) -> None:
+    """Read plane ``ref`` into ``out``, opening and checking its file on first use."""
+    try:
+        if ref.path not in opened:
+            opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
+            _check_file(opened[ref.path], ref, spec)
+        read_plane(opened[ref.path], ref, spec, out)
+    except PlateError:
+        raise
+    except Exception as exc:
+        raise PlateError(f"cannot read TIFF {ref.path}: {tiff_problem(exc)}") from exc
 
 
 def _check_file(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> None:

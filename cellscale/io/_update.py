@@ -53,7 +53,7 @@ def update_plate_map(path: str | Path, plate_map: str | Path | pd.DataFrame) -> 
         mapped = PlateLayout.from_plate(_annotated(layout, table))
         root = zarr.open_group(str(path), mode="r+")
         updated = dataclasses.replace(layout, plate_map=mapped.plate_map)
-        write_store_record(root, updated, record.fingerprint)
+        write_store_record(path, root, updated, record.fingerprint)
 
 
 def _annotated(layout: PlateLayout, table: pd.DataFrame) -> xr.DataArray:

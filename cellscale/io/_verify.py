@@ -17,7 +17,13 @@ import zarr
 from cellscale._compat import Failed
 from cellscale._stages import Ledger, compute_units, output_lock, task_key
 from cellscale.io._chunks import DamagedChunkError, read_image
-from cellscale.io._store_setup import LEDGER_NAME, field_image_path, read_store_record
+from cellscale.io._plate_index import drop_index, write_index
+from cellscale.io._store_setup import (
+    LEDGER_NAME,
+    StoreRecord,
+    field_image_path,
+    read_store_record,
+)
 from cellscale.plate import PlateError
 
 __all__ = ["VerifyReport", "verify_plate", "verify_units"]
@@ -68,10 +74,11 @@ def verify_plate(
 ) -> VerifyReport:
     """Check that every complete unit of a plate store has all its chunks and that they decode.
 
-    Every chunk of every unit the ledger marks complete is read and decoded (one task
-    per unit, on the current client if there is one). With ``repair``, damaged units
-    are marked incomplete, so writing the plate again (``write_plate``, ``ingest``,
-    ``cellscale project``) rewrites exactly them.
+    Every chunk of every unit the ledger marks complete, at every pyramid level, is read
+    and decoded (one task per unit, on the current client if there is one). With
+    ``repair``, damaged units are marked incomplete, so writing the plate again
+    (``write_plate``, ``ingest``, ``cellscale project``) rewrites exactly them, and the
+    index of a complete, intact plate is written again (see :func:`cellscale.open_plate`).
 
     Parameters
     ----------
@@ -111,6 +118,7 @@ def verify_units(path: Path, *, repair: bool, client: Any, progress: bool) -> Ve
             field_image_path(layout.wells[w], layout.fields[f]),
             t,
             layout.channels,
+            _levels(record),
             name,
             dask_key_name=task_key("verify-plate", str(path.resolve()), t, w, f),
         )
@@ -118,27 +126,41 @@ def verify_units(path: Path, *, repair: bool, client: Any, progress: bool) -> Ve
     ]
     results = compute_units("verify-plate", tasks, client=client, progress=progress)
     report = VerifyReport(path, checked=len(units))
-    for unit, name, result in zip(units, names, results, strict=True):
+    for name, result in zip(names, results, strict=True):
         problem = _problem(result)
         if problem:
             report.damaged[name] = problem
-            if repair:
+    if repair and not report.ok:
+        drop_index(path)  # first: the index must never describe an unmarked unit
+        for unit, name in zip(units, names, strict=True):
+            if name in report.damaged:
                 ledger.clear(unit)
+    elif repair:
+        write_index(path, layout)
     report.repaired = repair and not report.ok
     return report
 
 
+def _levels(record: StoreRecord) -> int:
+    """How many pyramid levels the store's images have."""
+    parameters = record.fingerprint.parameters if record.fingerprint is not None else {}
+    return int(parameters.get("levels") or 1)
+
+
 def _check_unit(
-    root: zarr.Group, image_path: str, t: int, channels: list[str], name: str
+    root: zarr.Group, image_path: str, t: int, channels: list[str], levels: int, name: str
 ) -> str | None:
-    """The first problem with one unit's chunks, or ``None``."""
-    array = root[f"{image_path}/0"]
-    assert isinstance(array, zarr.Array)
-    for c, channel in enumerate(channels):
-        try:
-            read_image(array, (slice(t, t + 1), slice(c, c + 1)), (t, c, 0, 0, 0), "", hint=False)
-        except DamagedChunkError as err:
-            return f"channel {channel!r}{err}"
+    """The first problem with one unit's chunks, at any pyramid level, or ``None``."""
+    for level in range(levels):
+        array = root[f"{image_path}/{level}"]
+        assert isinstance(array, zarr.Array)
+        at = f" at pyramid level {level}" if level else ""
+        for c, channel in enumerate(channels):
+            index = (slice(t, t + 1), slice(c, c + 1))
+            try:
+                read_image(array, index, (t, c, 0, 0, 0), "", hint=False)
+            except DamagedChunkError as err:
+                return f"channel {channel!r}{at}{err}"
     return None
 
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,7 @@ import xarray as xr
 
 from cellscale._files import file_sha256
 from cellscale.cells import metadata_column
+from cellscale.ops._projection import ProjectionMethod
 from cellscale.pipeline._config import ConfigError, PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import Manifest, chain_keys, package_versions
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
@@ -285,9 +286,14 @@ def _run_plate(state: _Run, plate: PlateConfig) -> xr.DataArray:
     with _step(state, "project", plate.name, fields) as step:
         project = state.config.project
         focus = project.focus_channel or state.config.segment.channel
-        options = {"focus_channel": focus} if project.method == "best_focus" else {}
+        method = cast(ProjectionMethod, project.method)  # checked when the config loaded
+        projection = (
+            cellscale.project(raw, method, focus_channel=focus or 0)
+            if method == "best_focus"
+            else cellscale.project(raw, method)
+        )
         cellscale.write_plate(
-            cellscale.project(raw, project.method, **options),
+            projection,
             projected_path,
             overwrite=step.overwrite,
             **common,

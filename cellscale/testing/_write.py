@@ -18,6 +18,7 @@ def write_synthetic_plate(
     *,
     version: str | None = None,
     codec: str | None = None,
+    levels: int | None = None,
     overwrite: bool = False,
     client: Any = None,
     progress: bool = False,
@@ -34,7 +35,7 @@ def write_synthetic_plate(
     ----------
     path
         Directory of the plate store (``*.zarr``).
-    version, codec, overwrite, client, progress
+    version, codec, levels, overwrite, client, progress
         Passed to :func:`cellscale.write_plate`.
     **params
         Passed to :func:`synthetic_plate` (wells, fields, shape, seed, …).
@@ -60,6 +61,7 @@ def write_synthetic_plate(
         path,
         version=version,
         codec=codec,
+        levels=levels,
         overwrite=overwrite,
         client=client,
         progress=progress,
