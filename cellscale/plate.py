@@ -33,8 +33,8 @@ fingerprint, so an output made by other steps is never resumed by mistake.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias
 
 import dask.array as da
 import numpy as np
@@ -47,11 +47,13 @@ __all__ = [
     "MAX_FIELD_PIXELS",
     "PROJECTED_DIMS",
     "UNIT_TOKEN",
+    "Exclusion",
     "PlateError",
     "add_lineage",
     "as_plate",
     "build_plate",
     "channel_position",
+    "excluded_units",
     "field_stack",
     "format_well",
     "normalize_well",
@@ -60,6 +62,7 @@ __all__ = [
     "row_letters",
     "spatial_plate",
     "split_well",
+    "unit_names",
     "validate_plate",
 ]
 
@@ -336,6 +339,71 @@ def field_stack(plate: xr.DataArray, picked: Sequence[int]) -> da.Array:
     data = plate.data[:, :, :, list(picked)]
     chunks = tuple(1 if i < 3 else -1 for i in range(data.ndim))
     return data.rechunk(chunks)
+
+
+Exclusion: TypeAlias = pd.DataFrame | Iterable[tuple[Any, ...]] | None
+"""Units to skip: a table with ``well`` and ``field`` (and ``t``) columns, such as
+:func:`cellscale.qc.flagged_fields` gives, or ``(well, field)`` / ``(t, well, field)`` tuples."""
+
+
+def excluded_units(plate: xr.DataArray, exclude: Exclusion) -> set[tuple[int, int, int]]:
+    """The ``(t, well, field)`` positions of the present units ``exclude`` names.
+
+    A ``(well, field)`` without ``t`` names that field at every time point; ``t`` is a
+    value of the plate's ``t`` coordinate.
+
+    Raises
+    ------
+    PlateError
+        If ``exclude`` names a well, field or time point the plate does not have.
+    """
+    if exclude is None:
+        return set()
+    rows = (
+        exclude.to_dict("records")
+        if isinstance(exclude, pd.DataFrame)
+        else [_exclusion_row(tuple(item)) for item in exclude]
+    )
+    wells = {normalize_well(str(w)): i for i, w in enumerate(plate.coords["well"].values)}
+    fields = {int(f): i for i, f in enumerate(plate.coords["field"].values)}
+    times = {_plain(t): i for i, t in enumerate(plate.coords["t"].values)}
+    present = np.asarray(plate.coords["field_present"].values, dtype=bool)
+    units = set()
+    for row in rows:
+        well, field = normalize_well(str(row["well"])), int(row["field"])
+        t_values = [row["t"]] if "t" in row and row["t"] is not None else list(times)
+        unknown = [
+            what
+            for what, ok in (
+                (f"well {well}", well in wells),
+                (f"field {field}", field in fields),
+                *((f"t={t}", _plain(t) in times) for t in t_values),
+            )
+            if not ok
+        ]
+        if unknown:
+            raise PlateError(f"exclude names {', '.join(unknown)}, which the plate does not have")
+        for t in t_values:
+            unit = (times[_plain(t)], wells[well], fields[field])
+            if present[unit[1], unit[2]]:
+                units.add(unit)
+    return units
+
+
+def _exclusion_row(item: tuple[Any, ...]) -> dict[str, Any]:
+    if len(item) not in (2, 3):
+        raise PlateError(f"exclude items are (well, field) or (t, well, field); got {item!r}")
+    return dict(zip(("t", "well", "field")[3 - len(item) :], item, strict=True))
+
+
+def unit_names(plate: xr.DataArray, units: Iterable[tuple[int, int, int]]) -> list[str]:
+    """``"B03/f2/t0"`` names of ``(t, well, field)`` positions, sorted."""
+    wells, fields = plate.coords["well"].values, plate.coords["field"].values
+    return sorted(f"{wells[w]}/f{fields[f]}/t{t}" for t, w, f in units)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def add_lineage(attrs: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:

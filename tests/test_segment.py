@@ -97,6 +97,42 @@ def test_holes_give_empty_labels_and_no_task() -> None:
     assert sum(segmenter.batches) == 3
 
 
+def test_excluded_fields_are_not_segmented_and_the_skip_is_recorded(mip) -> None:
+    import pandas as pd
+
+    wells = mip.coords["well"].values
+    flagged = pd.DataFrame({"t": [mip.coords["t"].values[0]], "well": [wells[1]], "field": [2]})
+    segmenter = Threshold()
+    labels = segment(mip, segmenter, channel="nuclei", exclude=flagged)
+    assert labels.attrs["lineage"][-1]["excluded"] == [f"{wells[1]}/f2/t0"]
+    values = labels["nuclei"].values
+    expected = _eager(mip)
+    expected[0, 1, list(mip.coords["field"].values).index(2)] = 0
+    np.testing.assert_array_equal(values, expected)
+    assert sum(segmenter.batches) == 5
+    by_field = segment(mip, Threshold(), channel="nuclei", exclude=[(wells[1], 2)])
+    assert by_field.attrs["lineage"][-1]["excluded"] == [f"{wells[1]}/f2/t0"]
+    assert by_field["nuclei"].data.name == labels["nuclei"].data.name
+    other = segment(mip, Threshold(), channel="nuclei")
+    assert other["nuclei"].data.name != labels["nuclei"].data.name
+
+
+@pytest.mark.parametrize(
+    ("exclude", "message"),
+    [
+        ([("Z99", 1)], "well Z99"),
+        ([("B02", 9)], "field 9"),
+        ([(7.0, "B02", 1)], "t=7.0"),
+        ([("B02",)], r"\(well, field\) or \(t, well, field\)"),
+    ],
+)
+def test_excluding_what_the_plate_lacks_is_an_error(mip, exclude: list, message: str) -> None:
+    wells = list(mip.coords["well"].values)
+    exclude = [tuple(wells[0] if v == "B02" else v for v in item) for item in exclude]
+    with pytest.raises(PlateError, match=message):
+        segment(mip, Threshold(), channel="nuclei", exclude=exclude)
+
+
 def test_a_wrong_channel_lists_the_channels(mip) -> None:
     with pytest.raises(
         PlateError,

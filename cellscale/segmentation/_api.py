@@ -16,12 +16,15 @@ from cellscale.cluster import gpu_tasks
 from cellscale.plate import (
     LINEAGE,
     UNIT_TOKEN,
+    Exclusion,
     add_lineage,
     as_plate,
     channel_position,
+    excluded_units,
     field_stack,
     plate_map_columns,
     spatial_plate,
+    unit_names,
 )
 from cellscale.segmentation._border import drop_border_objects
 from cellscale.segmentation._protocol import Segmenter, check_labels
@@ -40,6 +43,7 @@ def segment(
     exclude_border: bool = True,
     do_3d: bool = False,
     fields_per_task: int | None = None,
+    exclude: Exclusion = None,
     **options: Any,
 ) -> xr.Dataset:
     """Segment every field of a plate, lazily; one labels variable per compartment.
@@ -67,6 +71,12 @@ def segment(
     fields_per_task
         Fields handed to the segmenter in one task (default: the segmenter's own,
         e.g. enough for a cellpose network to fill the device).
+    exclude
+        Units not to segment, e.g. ``cellscale.qc.flagged_fields(qc_table)``: a table
+        with ``well``, ``field`` (and ``t``) columns or ``(well, field)`` /
+        ``(t, well, field)`` tuples. Their labels are empty (no objects, so no cells
+        downstream), never read or segmented; which units were skipped is recorded in
+        the lineage step (``"excluded"``), so written labels and cell tables say so.
     **options
         Passed to the named method's constructor (``diameter=``, ``model=`` …).
 
@@ -100,8 +110,11 @@ def segment(
     if per_task < 1:
         raise ValueError(f"fields_per_task must be at least 1, got {per_task}")
     names = [str(plate.coords["c"].values[i]) for i in picked]
-    labels = _labels_dataset(plate, images, segmenter, per_task, exclude_border, names)
+    skipped = excluded_units(plate, exclude)
+    labels = _labels_dataset(plate, images, segmenter, per_task, exclude_border, names, skipped)
     labels.attrs[LINEAGE][-1]["images"] = source
+    if skipped:
+        labels.attrs[LINEAGE][-1]["excluded"] = unit_names(plate, skipped)
     return labels
 
 
@@ -128,16 +141,22 @@ def _labels_dataset(
     per_task: int,
     exclude_border: bool,
     channel_names: list[str],
+    skipped: set[tuple[int, int, int]],
 ) -> xr.Dataset:
-    """One task per batch of fields, then one chunk per field and compartment picked from it."""
+    """One task per batch of fields, then one chunk per field and compartment picked from it.
+
+    Holes and ``skipped`` units get empty labels without a task of their own.
+    """
     compartments = tuple(segmenter.compartments)
     spatial = images.shape[4:]
     zeros = (0,) * len(spatial)
-    token = tokenize(images.name, segmenter, exclude_border, per_task, compartments)
+    token = tokenize(
+        images.name, segmenter, exclude_border, per_task, compartments, sorted(skipped)
+    )
     batch_name = f"segment-{token}"
     shape = tuple(plate.sizes[d] for d in _UNIT_DIMS)
     present = np.asarray(plate.coords["field_present"].values, dtype=bool)
-    units = [u for u in np.ndindex(*shape) if present[u[1], u[2]]]
+    units = [u for u in np.ndindex(*shape) if present[u[1], u[2]] and u not in skipped]
     batches = [units[i : i + per_task] for i in range(0, len(units), per_task)]
     batch_layer: dict[Any, Any] = {
         (batch_name, b): (
