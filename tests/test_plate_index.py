@@ -111,3 +111,12 @@ def test_a_lazy_write_indexes_the_plate_when_computed(tmp_path: Path) -> None:
     assert not (tmp_path / "p.zarr" / INDEX_NAME).exists()
     dask.compute(lazy)
     assert (tmp_path / "p.zarr" / INDEX_NAME).is_dir()
+
+
+def test_a_write_with_nothing_to_do_leaves_the_index_alone(tmp_path: Path) -> None:
+    plate = synthetic_plate(wells=2, fields=1, shape=(32, 32), seed=4)
+    out = cellscale.write_plate(plate, tmp_path / "p.zarr", progress=False)
+    files = sorted(p for p in (out / INDEX_NAME).rglob("*") if p.is_file())
+    before = [p.stat().st_mtime_ns for p in files]
+    cellscale.write_plate(plate, out, progress=False)
+    assert [p.stat().st_mtime_ns for p in files] == before

@@ -34,7 +34,7 @@ from cellscale._stages import (
 from cellscale.config import config_value
 from cellscale.io._chunk_files import write_chunk_file
 from cellscale.io._layout import PlateLayout
-from cellscale.io._plate_index import drop_index, write_index
+from cellscale.io._plate_index import INDEX_NAME, drop_index, write_index
 from cellscale.io._pyramid import level_count, pyramid
 from cellscale.io._store_setup import (
     LEDGER_NAME,
@@ -173,13 +173,17 @@ def write_plate(
             written = lazy_units("write-plate", tasks, names)
             return dask.delayed(_index_after, pure=False)(written, path, layout)
         run_units("write-plate", tasks, names, client=client, progress=progress)
-        write_index(path, layout)
+        _index_after(None, path, layout)
     return path
 
 
 def _index_after(written: None, path: Path, layout: PlateLayout) -> None:
-    """Index the plate once the lazy write has run every unit (it raised if one failed)."""
-    write_index(path, layout)
+    """Index the plate once every unit was written (a failure raised before this).
+
+    A write that had nothing to do leaves an existing index as it is.
+    """
+    if not (path / INDEX_NAME).is_dir():
+        write_index(path, layout)
 
 
 def plate_fingerprint(plate: xr.DataArray, settings: Any) -> Fingerprint:
