@@ -1,8 +1,8 @@
 """cellscale: high-content screening from raw images to single-cell profiles, out of core.
 
-The public API is re-exported here and imported lazily, as are the :mod:`cellscale.plots`
-and :mod:`cellscale.testing` submodules, so ``import cellscale`` stays cheap and never
-imports torch, cellpose or matplotlib.
+The public API is re-exported here and imported lazily, as are the :mod:`cellscale.plots`,
+:mod:`cellscale.quality` and :mod:`cellscale.testing` submodules, so ``import cellscale``
+stays cheap and never imports torch, cellpose or matplotlib.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from cellscale import config as _config  # noqa: F401  (merges the YAML defaults
 
 if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __getattr__
     from cellscale import plots as plots
+    from cellscale import quality as quality
     from cellscale import testing as testing
     from cellscale._stages import OutputLockedError as OutputLockedError
     from cellscale._stages import StaleOutputError as StaleOutputError
@@ -49,6 +50,10 @@ if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __g
     from cellscale.profiles import robustize as robustize
     from cellscale.profiles import spherize as spherize
     from cellscale.profiles import standardize as standardize
+    from cellscale.quality import flagged_fields as flagged_fields
+    from cellscale.quality import qc as qc
+    from cellscale.quality import read_qc as read_qc
+    from cellscale.quality import write_qc as write_qc
     from cellscale.segmentation import segment as segment
 
 __version__ = "0.1.0"
@@ -89,9 +94,13 @@ _EXPORTS: dict[str, str] = {
     "run": "cellscale.pipeline",
     "load_config": "cellscale.pipeline",
     "PlateError": "cellscale.plate",
+    "qc": "cellscale.quality",
+    "flagged_fields": "cellscale.quality",
+    "write_qc": "cellscale.quality",
+    "read_qc": "cellscale.quality",
 }
 #: Submodules reachable as attributes of the package, imported on first use.
-_SUBMODULES = ("plots", "testing")
+_SUBMODULES = ("plots", "quality", "testing")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

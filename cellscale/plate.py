@@ -343,7 +343,7 @@ def field_stack(plate: xr.DataArray, picked: Sequence[int]) -> da.Array:
 
 Exclusion: TypeAlias = pd.DataFrame | Iterable[tuple[Any, ...]] | None
 """Units to skip: a table with ``well`` and ``field`` (and ``t``) columns, such as
-:func:`cellscale.qc.flagged_fields` gives, or ``(well, field)`` / ``(t, well, field)`` tuples."""
+:func:`cellscale.flagged_fields` gives, or ``(well, field)`` / ``(t, well, field)`` tuples."""
 
 
 def excluded_units(plate: xr.DataArray, exclude: Exclusion) -> set[tuple[int, int, int]]:

@@ -1,6 +1,6 @@
 """Profile figures (matplotlib, drawn off-screen with Agg): PCA scatter, explained variance,
-plate heatmaps. Every function returns the :class:`~matplotlib.figure.Figure` and writes a
-PNG when given ``path``; none touches pyplot's global state.
+plate heatmaps, QC heatmaps. Every function returns the :class:`~matplotlib.figure.Figure`
+and writes a PNG when given ``path``; none touches pyplot's global state.
 
 Colours of concentrations and doses (values whose name or label says so) follow a log
 scale by default; ``log=`` forces it on or off.
@@ -21,11 +21,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colorbar import Colorbar
 from matplotlib.colors import CenteredNorm, LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cellscale.plate import row_index, row_letters, split_well
 
-__all__ = ["explained_variance", "pca_scatter", "plate_heatmap"]
+__all__ = ["explained_variance", "pca_scatter", "plate_heatmap", "qc_heatmap"]
 
 #: (rows, columns) of the standard plate formats, smallest first.
 PLATE_FORMATS = ((8, 12), (16, 24), (32, 48))
@@ -34,6 +35,8 @@ MAX_CATEGORIES = 20
 #: Names of values drawn on a log colour scale unless ``log=False``.
 LOG_SCALE_NAMES = re.compile(r"concentration|dose", re.IGNORECASE)
 _SUFFIXES = ("", "k", "M", "G", "T")
+#: Edge colour of the wells :func:`qc_heatmap` marks.
+FLAG_COLOR = "#d1495b"
 
 
 def pca_scatter(
@@ -238,6 +241,82 @@ def plate_heatmap(
     if title:
         ax.set_title(title, pad=22)
     return _finish(fig, path)
+
+
+def qc_heatmap(
+    table: pd.DataFrame,
+    column: str,
+    *,
+    channel: str | None = None,
+    t: float | None = None,
+    reduce: str = "mean",
+    mark: str | None = "flagged",
+    title: str | None = None,
+    cmap: str = "viridis",
+    log: bool | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Draw a QC measure on the plate layout, outlining the wells with a flagged image.
+
+    Parameters
+    ----------
+    table
+        A QC table (:func:`cellscale.qc` or :func:`cellscale.quality.read_qc`).
+    column
+        The measure to draw, e.g. ``"focus_laplacian_norm"``, ``"p99"``, ``"n_cells"`` or a
+        flag (whose mean over fields is the fraction flagged).
+    channel, t
+        The channel and time point to draw; needed only when the table has several.
+    reduce
+        How a well's fields combine: any pandas aggregation name (``"mean"``,
+        ``"median"``, ``"min"``, ``"max"``).
+    mark
+        A boolean column: wells where it is true in any field are outlined; ``None`` marks
+        nothing.
+    title
+        Figure title; by default the column, channel and how fields combine, and how many
+        wells are outlined.
+    cmap, log, path
+        As for :func:`plate_heatmap`.
+
+    Raises
+    ------
+    ValueError
+        If ``column`` or ``mark`` is not in the table, or ``channel`` or ``t`` is needed
+        (or not in the table).
+    """
+    for name in (column, mark):
+        if name is not None and name not in table.columns:
+            raise ValueError(f"qc_heatmap: {name!r} is not a column of the QC table")
+    rows = _pick(_pick(table, "channel", channel), "t", t)
+    chosen = str(rows["channel"].iloc[0])
+    values = rows.groupby("well")[column].agg(reduce).astype(float).rename(column)
+    marked = [] if mark is None else sorted(rows.loc[rows[mark].to_numpy(bool), "well"].unique())
+    if title is None:
+        title = f"{column} ({chosen}), {reduce} over fields"
+        if marked:
+            title += f"\noutlined: {len(marked)} well(s) with {mark} images"
+    fig = plate_heatmap(values, label=column, title=title, cmap=cmap, log=log)
+    ax = fig.axes[0]
+    for well in marked:
+        row, col = split_well(str(well))
+        corner = (col - 1.42, row_index(row) - 0.42)  # inside the white grid lines
+        ax.add_patch(
+            Rectangle(corner, 0.84, 0.84, fill=False, edgecolor=FLAG_COLOR, lw=2, zorder=3)
+        )
+    return _finish(fig, path)
+
+
+def _pick(table: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
+    """The rows of ``table`` with ``value`` in ``column``, which may be omitted if it has one."""
+    present = table[column].drop_duplicates().tolist()
+    if value is None:
+        if len(present) != 1:
+            raise ValueError(f"qc_heatmap: the table has {column} {present}; choose one")
+        return table
+    if value not in present:
+        raise ValueError(f"qc_heatmap: {column} {value!r} is not in the table; it has {present}")
+    return table[table[column] == value]
 
 
 def _annotate(ax: Axes, grid: np.ndarray, image: Any) -> None:

@@ -133,3 +133,50 @@ def test_log_scale_refuses_negative_values_and_a_centre() -> None:
         plots.plate_heatmap(values, log=True, center=0)
     fig = plots.plate_heatmap(values.rename("dose"))  # negative doses: linear, no error
     assert fig.axes[1].get_yscale() == "linear"
+
+
+def _qc_table() -> pd.DataFrame:
+    """Two channels of three wells × two fields; A02 has a flagged DNA image."""
+    wells, fields, channels = ["A01", "A02", "B01"], [1, 2], ["DNA", "actin"]
+    rows = [(w, f, c) for w in wells for f in fields for c in channels]
+    table = pd.DataFrame(rows, columns=["well", "field", "channel"])
+    table.insert(0, "t", 0.0)
+    table["p99"] = np.arange(len(table), dtype=float) * 100
+    table["flagged"] = (
+        (table["well"] == "A02") & (table["field"] == 2) & (table["channel"] == "DNA")
+    )
+    return table
+
+
+def test_qc_heatmap_draws_the_mean_over_fields_and_outlines_flagged_wells(tmp_path) -> None:
+    fig = plots.qc_heatmap(_qc_table(), "p99", channel="DNA", path=tmp_path / "qc.png")
+    assert _is_png(tmp_path / "qc.png")
+    ax = fig.axes[0]
+    assert ax.get_title() == "p99 (DNA), mean over fields\noutlined: 1 well(s) with flagged images"
+    assert _texts(fig) == ["100", "500", "900"]  # A01: (0 + 200) / 2, A02 and B01 likewise
+    assert [patch.get_xy() for patch in ax.patches] == [pytest.approx((0.58, -0.42))]  # A02
+    assert fig.axes[1].get_ylabel() == "p99"
+
+
+def test_qc_heatmap_marks_only_the_drawn_channel_and_reduces_as_asked() -> None:
+    fig = plots.qc_heatmap(_qc_table(), "p99", channel="actin", reduce="max")
+    assert fig.axes[0].get_title() == "p99 (actin), max over fields"
+    assert _texts(fig) == ["300", "700", "1.1k"]
+    assert not fig.axes[0].patches
+    flags = plots.qc_heatmap(_qc_table(), "flagged", channel="DNA", mark=None)
+    assert _texts(flags) == ["0", "0.5", "0"]  # the fraction of flagged fields
+    assert not flags.axes[0].patches
+
+
+def test_qc_heatmap_asks_for_a_channel_and_a_known_column() -> None:
+    table = _qc_table()
+    with pytest.raises(ValueError, match=r"the table has channel \['DNA', 'actin'\]; choose one"):
+        plots.qc_heatmap(table, "p99")
+    with pytest.raises(ValueError, match=r"channel 'GFP' is not in the table"):
+        plots.qc_heatmap(table, "p99", channel="GFP")
+    with pytest.raises(ValueError, match=r"'focus' is not a column of the QC table"):
+        plots.qc_heatmap(table, "focus", channel="DNA")
+    two_times = pd.concat([table, table.assign(t=3600.0)])
+    with pytest.raises(ValueError, match=r"the table has t \[0.0, 3600.0\]; choose one"):
+        plots.qc_heatmap(two_times, "p99", channel="DNA")
+    assert _texts(plots.qc_heatmap(two_times, "p99", channel="DNA", t=3600.0))[0] == "100"
