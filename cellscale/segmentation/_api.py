@@ -72,7 +72,7 @@ def segment(
         Fields handed to the segmenter in one task (default: the segmenter's own,
         e.g. enough for a cellpose network to fill the device).
     exclude
-        Units not to segment, e.g. ``cellscale.qc.flagged_fields(qc_table)``: a table
+        Units not to segment, e.g. ``cellscale.quality.flagged_fields(qc_table)``: a table
         with ``well``, ``field`` (and ``t``) columns or ``(well, field)`` /
         ``(t, well, field)`` tuples. Their labels are empty (no objects, so no cells
         downstream), never read or segmented; which units were skipped is recorded in
