@@ -166,3 +166,21 @@ def test_best_focus_projection_finds_the_true_focal_planes() -> None:
     np.testing.assert_array_equal(projected.values, expected)
     labels = synthetic_labels(projected)
     np.testing.assert_array_equal(labels.values, synthetic_labels(plate).values)
+
+
+def test_background_follows_the_true_flatfield_over_the_camera_offset() -> None:
+    from cellscale.testing import CAMERA_OFFSET, illumination_truth
+
+    plate = synthetic_plate(wells=4, fields=4, n_z=1, shape=(64, 96), cells_per_field=3)
+    images = plate.isel(z=0, c=0).values.astype(np.float64)  # (t, well, field, y, x)
+    background = synthetic_labels(plate).values == 0
+    offset = CAMERA_OFFSET * np.iinfo(np.uint16).max
+    sums = np.where(background, images - offset, 0.0).sum(axis=(0, 1, 2))
+    level = sums / background.sum(axis=(0, 1, 2))  # mean background, offset removed
+    truth = illumination_truth((64, 96))
+    assert truth.dtype == np.float32 and abs(float(truth.mean()) - 1) < 1e-6
+    assert np.corrcoef(level.ravel(), truth.ravel())[0, 1] > 0.97
+    smooth_level = ndimage.uniform_filter(level, 8, mode="nearest")
+    corners = smooth_level[[4, 4, -5, -5], [4, -5, 4, -5]].mean()
+    expected = truth[[4, 4, -5, -5], [4, -5, 4, -5]].mean() / truth[32, 48]
+    assert abs(corners / smooth_level[32, 48] - expected) < 0.05

@@ -2,7 +2,8 @@
 
 :func:`synthetic_plate` makes a deterministic, lazy plate of cells of any size whose
 phenotypes follow a plate map; :func:`synthetic_labels`, :func:`synthetic_cells` and
-:func:`synthetic_focal_planes` give its ground truth, and
+:func:`synthetic_focal_planes` give its ground truth, :func:`illumination_truth` its
+flatfield (and :data:`CAMERA_OFFSET` its darkfield), and
 :func:`write_synthetic_plate` streams one to an OME-Zarr store for plates larger than
 memory. :class:`SegmenterTests` and :class:`EmbedderTests` are the conformance suites every
 segmenter and embedder passes; :mod:`cellscale.testing.networks` holds small torch networks
@@ -17,13 +18,14 @@ from cellscale.testing._platemap import (
     default_plate_map,
     plate_wells,
 )
-from cellscale.testing._render import CHANNEL_KINDS
+from cellscale.testing._render import CAMERA_OFFSET, CHANNEL_KINDS, illumination_truth
 from cellscale.testing._segmenter_tests import SegmenterTests, blob_field
 from cellscale.testing._synthetic import DTYPES, synthetic_plate
 from cellscale.testing._truth import synthetic_cells, synthetic_focal_planes, synthetic_labels
 from cellscale.testing._write import write_synthetic_plate
 
 __all__ = [
+    "CAMERA_OFFSET",
     "CHANNEL_KINDS",
     "DEFAULT_CONCENTRATIONS",
     "DTYPES",
@@ -33,6 +35,7 @@ __all__ = [
     "SegmenterTests",
     "blob_field",
     "default_plate_map",
+    "illumination_truth",
     "plate_wells",
     "synthetic_cells",
     "synthetic_focal_planes",

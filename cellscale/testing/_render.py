@@ -4,6 +4,10 @@ Intensities are computed in photons, blurred by defocus (a Gaussian whose width 
 linearly with the distance from the field's focal plane) and turned into camera
 values: ``offset + gain * (S + sqrt(S + read_noise**2) * N(0, 1))``, a Gaussian
 approximation of shot plus read noise, clipped to the dtype's range.
+
+Every stain is multiplied by the same vignetting, :func:`illumination_truth`, and the
+camera offset adds the same constant to every pixel: a synthetic plate has a known
+flatfield and a known, uniform darkfield.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from scipy import ndimage, special
 
 from cellscale.testing._cells import CellLayout, Raster
 
-__all__ = ["CHANNEL_KINDS", "camera", "defocus", "paint"]
+__all__ = ["CAMERA_OFFSET", "CHANNEL_KINDS", "camera", "defocus", "illumination_truth", "paint"]
 
 _FULL_WELL = 30000.0  # photons that map to the dtype's full scale
-_OFFSET = 0.0015  # camera offset as a fraction of full scale
+CAMERA_OFFSET = 0.0015
+"""The camera offset (the darkfield) of synthetic images, as a fraction of full scale."""
 _READ_NOISE = 6.0  # photons
 _BACKGROUND = 250.0  # photons
 _VIGNETTING = 0.2  # relative drop of illumination at the edge of each axis
@@ -107,10 +112,41 @@ CHANNEL_KINDS: tuple[str, ...] = tuple(_PAINTERS)
 
 
 def _illumination(shape: tuple[int, int]) -> np.ndarray:
+    """Relative illumination: 1 at the centre, ``(1 - _VIGNETTING) ** 2`` in the corners."""
     ny, nx = shape
     fy = 1.0 - _VIGNETTING * np.linspace(-1.0, 1.0, ny, dtype=np.float32) ** 2
     fx = 1.0 - _VIGNETTING * np.linspace(-1.0, 1.0, nx, dtype=np.float32) ** 2
     return np.multiply.outer(fy, fx)
+
+
+def illumination_truth(shape: tuple[int, int]) -> np.ndarray:
+    """The true flatfield of synthetic images of ``shape``, scaled to mean 1.
+
+    Synthetic stains are multiplied by a separable vignetting
+    ``(1 - 0.2 v**2) * (1 - 0.2 u**2)``, with ``v`` and ``u`` running from -1 to 1 across
+    the rows and columns: the corners receive 64 % of the centre's light. Every channel
+    of every field shares it. The camera then adds a uniform offset of
+    :data:`CAMERA_OFFSET` of the dtype's full scale (98 grey levels in ``uint16``), which
+    is the images' darkfield.
+
+    Parameters
+    ----------
+    shape
+        ``(y, x)`` size of the images.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float32`` flatfield of ``shape`` with mean 1, brightest in the centre.
+
+    Examples
+    --------
+    >>> flat = illumination_truth((64, 80))
+    >>> flat.shape, round(float(flat.mean()), 4), bool(flat[32, 40] > flat[0, 0])
+    ((64, 80), 1.0, True)
+    """
+    relative = _illumination((int(shape[0]), int(shape[1])))
+    return (relative / relative.mean(dtype=np.float64)).astype(np.float32)
 
 
 def paint(kind: str, raster: Raster, layout: CellLayout, rng: np.random.Generator) -> np.ndarray:
@@ -154,7 +190,7 @@ def camera(
     """
     full_scale = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
     gain = np.float32(full_scale / _FULL_WELL)
-    means = [image * gain + np.float32(_OFFSET * full_scale) for image in images]
+    means = [image * gain + np.float32(CAMERA_OFFSET * full_scale) for image in images]
     sds = [np.sqrt(image + np.float32(_READ_NOISE**2)) * gain for image in images]
     n_y, n_x = images[0].shape
     noise = _normal(rng, (2 * n_y * n_x,))
