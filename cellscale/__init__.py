@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __g
     from cellscale.crops import write_crops as write_crops
     from cellscale.embedding import embed as embed
     from cellscale.embedding import write_embeddings as write_embeddings
+    from cellscale.illumination import IlluminationModel as IlluminationModel
+    from cellscale.illumination import correct_illumination as correct_illumination
+    from cellscale.illumination import fit_illumination as fit_illumination
     from cellscale.io import ingest as ingest
     from cellscale.io import open_labels as open_labels
     from cellscale.io import open_plate as open_plate
@@ -95,6 +98,9 @@ _EXPORTS: dict[str, str] = {
     "load_config": "cellscale.pipeline",
     "PlateError": "cellscale.plate",
     "qc": "cellscale.quality",
+    "fit_illumination": "cellscale.illumination",
+    "correct_illumination": "cellscale.illumination",
+    "IlluminationModel": "cellscale.illumination",
     "flagged_fields": "cellscale.quality",
     "write_qc": "cellscale.quality",
     "read_qc": "cellscale.quality",

@@ -115,7 +115,7 @@ def test_a_screen_runs_from_plates_to_report(finished: tuple[Path, Any]) -> None
     assert (summary.plates, summary.wells, summary.fields) == (2, 8, 8)
     assert summary.cells > 0
     assert [s.name for s in summary.stages] == [
-        "ingest", "project", "segment", "measure", "embed", "pca", "profiles", "report",
+        "ingest", "project", "qc", "segment", "measure", "embed", "pca", "profiles", "report",
     ]  # fmt: skip
     cells = pd.read_parquet(out / "profiles" / "cells.parquet")
     assert len(cells) == summary.cells
@@ -155,6 +155,39 @@ def test_the_progress_view_counts_fields_done_per_well(tmp_path: Path) -> None:
     wells, done = stage_progress(folder)
     assert wells == ["A01", "A02", "A03"] and list(done) == ["ingest"]
     assert done["ingest"].tolist() == [2, 1, 2]
+
+
+def test_qc_and_illumination_run_exclude_resume_and_reach_the_report(
+    tmp_path: Path, client: Any
+) -> None:
+    out = tmp_path / "run"
+    config = screen_config(
+        out,
+        qc={"exclude_flagged": True, "thresholds": {"dim": 0.0}},  # flags about half
+        illumination={"method": "mean"},
+        profiles={"controls": None},  # the DMSO fields may be among the flagged
+    )
+    for plate in config["plates"]:
+        plate["synthetic"]["fields"] = 2  # 8 fields: enough for a flatfield
+    summary = run(config, client=client, progress=False)
+    names = [s.name for s in summary.stages]
+    assert names[:6] == ["ingest", "project", "qc", "segment", "illumination", "measure"]
+    for plate in ("P1", "P2"):
+        folder = out / "plates" / plate
+        table = cellscale.read_qc(folder / "qc.parquet")
+        assert len(table) == 8 * 2 and table["dim"].any()  # 8 fields, 2 channels
+        flagged = cellscale.flagged_fields(table)
+        cells = cellscale.read_cells(folder / "cells.parquet").compute()
+        with_cells = set(zip(cells["Metadata_Well"], cells["Metadata_Site"], strict=True))
+        assert not with_cells & set(zip(flagged["well"], flagged["field"], strict=True))
+        model = cellscale.IlluminationModel.load(folder / "illumination.npz")
+        assert model.method == "mean" and model.flatfield.shape[-2:] == (128, 128)
+    assert any("QC flagged" in p and "not segmented" in p for p in summary.problems)
+    html = (out / "report" / "index.html").read_text()
+    assert "<h2>Image quality</h2>" in html and "flatfield" in html and "flagged field" in html
+    again = run(config, client=client, progress=False)
+    statuses = {s.name: s.status for s in again.stages}
+    assert statuses["qc"] == statuses["illumination"] == "finished before, checked"
 
 
 def test_profiles_are_normalised_per_plate_against_controls(finished: tuple[Path, Any]) -> None:
@@ -245,6 +278,9 @@ def test_a_missing_weights_file_fails_before_anything_runs(tmp_path: Path) -> No
         ({"crops": {"size": "big"}}, r"crops.size: expected int, got str 'big'"),
         ({"crops": {"mask": "hrad"}}, r"crops.mask must be one of .*did you mean 'hard'\?"),
         ({"pca": {"n_components": True}}, r"pca.n_components: expected int, got bool"),
+        ({"qc": {"thresholds": {"blury": -2}}}, r"qc.thresholds: unknown key 'blury'.*'blurry'"),
+        ({"qc": {"thresholds": {"saturated": 2}}}, r"qc.thresholds: saturated is a fraction"),
+        ({"illumination": {"method": "basik"}}, r"illumination.method .*did you mean 'basic'"),
     ],
 )
 def test_bad_configs_name_the_key(change: dict[str, Any], message: str) -> None:

@@ -38,11 +38,13 @@ __all__ = [
     "ConfigError",
     "CropsConfig",
     "EmbedConfig",
+    "IlluminationConfig",
     "MeasureConfig",
     "PCAConfig",
     "PlateConfig",
     "ProfilesConfig",
     "ProjectConfig",
+    "QCConfig",
     "ReportConfig",
     "RunConfig",
     "SegmentConfig",
@@ -119,6 +121,54 @@ class ProjectConfig:
 
     def __post_init__(self) -> None:
         _choose("project.method", self.method, ("max", "mean", "middle", "best_focus"))
+
+
+@dataclass(frozen=True)
+class QCConfig:
+    """Image quality control (:func:`cellscale.qc`) of the projected plates.
+
+    ``thresholds`` are :class:`cellscale.quality.QCThresholds` fields (``blurry``,
+    ``saturated``, ``empty``, ``dim``, ``min_spread``). With ``exclude_flagged``, fields
+    with a flagged image are not segmented, so no cells come from them; the report
+    lists them either way.
+    """
+
+    enabled: bool = True
+    exclude_flagged: bool = False
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from cellscale.quality import QCThresholds
+
+        known = [f.name for f in dataclasses.fields(QCThresholds)]
+        for key in self.thresholds:
+            if key not in known:
+                raise ConfigError(
+                    f"qc.thresholds: unknown key {key!r}{_hint(key, known) or f'; known: {known}'}"
+                )
+        try:
+            QCThresholds(**self.thresholds)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"qc.thresholds: {err}") from err
+
+
+@dataclass(frozen=True)
+class IlluminationConfig:
+    """Illumination correction (:func:`cellscale.fit_illumination`), fitted per plate.
+
+    ``method`` is ``"mean"`` (CellProfiler's robust average) or ``"basic"`` (BaSiC);
+    ``null`` (the default) corrects nothing. The model is fitted on each projected plate
+    and divided out, lazily, before cells are measured and cropped; segmentation sees the
+    images as stored. ``channels`` limits it to some channels (all by default).
+    """
+
+    method: str | None = None
+    channels: tuple[str, ...] | None = None
+    darkfield: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method is not None:
+            _choose("illumination.method", self.method, ("mean", "basic"))
 
 
 @dataclass(frozen=True)
@@ -217,6 +267,8 @@ class RunConfig:
     plates: tuple[PlateConfig, ...]
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     project: ProjectConfig = field(default_factory=ProjectConfig)
+    qc: QCConfig = field(default_factory=QCConfig)
+    illumination: IlluminationConfig = field(default_factory=IlluminationConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)

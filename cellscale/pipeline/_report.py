@@ -2,7 +2,8 @@
 
 :func:`write_report` writes ``index.html`` (inline CSS, no scripts, nothing fetched from
 the network) and ``figures/*.png`` beside it: what went wrong first, then cells and focus
-per well on each plate, segmentation overlays, crop galleries, the PCA of the profiles,
+per well on each plate, image quality (QC maps, flag counts, flagged fields), the
+illumination models, segmentation overlays, crop galleries, the PCA of the profiles,
 per-well and per-condition summaries, and the time each stage took. The folder is built
 under a temporary name and swapped in whole, so a report folder is always complete.
 """
@@ -32,7 +33,15 @@ from cellscale import plots
 from cellscale.cells import METADATA_COLUMNS
 from cellscale.measurement import well_summary
 
-__all__ = ["Gallery", "Overlay", "ReportInputs", "StageRecord", "write_report"]
+__all__ = [
+    "Figures",
+    "Gallery",
+    "Overlay",
+    "ReportInputs",
+    "StageRecord",
+    "Thumbnail",
+    "write_report",
+]
 
 #: Resolution of the PNG plots.
 DPI = 100
@@ -146,6 +155,42 @@ class Gallery:
 
 
 @dataclass(frozen=True)
+class Thumbnail:
+    """A small image of a field, with a caption (e.g. why QC flagged it).
+
+    Parameters
+    ----------
+    title
+        Caption, e.g. ``"P1 · B03 field 2 · DNA: blurry"``.
+    image
+        ``(y, x)`` image, shown with percentile (1, 99.5) contrast.
+    """
+
+    title: str
+    image: np.ndarray
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.image) != 2:
+            raise ValueError(f"thumbnail {self.title!r}: image must be 2-d")
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Figures drawn elsewhere, shown under one heading (e.g. illumination models).
+
+    Parameters
+    ----------
+    title
+        Caption.
+    figure
+        A matplotlib figure.
+    """
+
+    title: str
+    figure: Figure
+
+
+@dataclass(frozen=True)
 class StageRecord:
     """What one stage of the run did and how long it took.
 
@@ -188,6 +233,14 @@ class ReportInputs:
         ``Metadata_Timepoint`` and ``focus_score``; ``None`` when not available.
     overlays
         Fields with their segmentation outlines.
+    qc
+        The QC table of every plate (:func:`cellscale.qc`), or ``None`` without QC.
+    qc_channel
+        The channel whose QC maps are drawn (the segmentation channel).
+    flagged
+        Thumbnails of fields QC flagged.
+    illumination
+        Each plate's illumination model, drawn.
     galleries
         Crops, one gallery per treatment.
     stages
@@ -204,6 +257,10 @@ class ReportInputs:
     explained_variance_ratio: np.ndarray
     field_quality: pd.DataFrame | None
     overlays: Sequence[Overlay] = ()
+    qc: pd.DataFrame | None = None
+    qc_channel: str | None = None
+    flagged: Sequence[Thumbnail] = ()
+    illumination: Sequence[Figures] = ()
     galleries: Sequence[Gallery] = ()
     stages: Sequence[StageRecord] = ()
     problems: Sequence[str] = ()
@@ -277,6 +334,8 @@ def _page(inputs: ReportInputs, figures: Path) -> str:
     sections = [
         _header(inputs),
         _plates_section(cells, inputs.field_quality, figures),
+        _qc_section(inputs.qc, inputs.qc_channel, inputs.flagged, figures),
+        _illumination_section(inputs.illumination, figures),
         _overlays_section(inputs.overlays, figures),
         _galleries_section(inputs.galleries, figures),
         _pca_section(cells, inputs.scores, inputs.explained_variance_ratio, figures),
@@ -365,6 +424,73 @@ def _plate_maps(values: pd.Series, label: str, what: str, kind: str, figures: Pa
         _save_plot(plots.plate_heatmap(per_well.droplevel(0), label=label), figures / name)
         tiles.append(_figure(name, f"{what}, plate {plate}", f"Plate {plate}: {what}"))
     return _figures(tiles)
+
+
+# -- quality --------------------------------------------------------------------------
+
+_QC_MAPS = {
+    "focus_laplacian_norm": "focus (variance of the Laplacian / signal²)",
+    "signal_to_background": "signal to background",
+    "flagged": "fraction of fields flagged",
+}
+_FLAGS = ("blurry", "saturated", "empty", "dim")
+
+
+def _qc_section(
+    table: pd.DataFrame | None, channel: str | None, flagged: Sequence[Thumbnail], figures: Path
+) -> str:
+    parts = ["<h2>Image quality</h2>"]
+    if table is None or table.empty:
+        parts.append(_skipped("QC was not run (qc.enabled is off)."))
+        return "\n".join(parts)
+    chosen = table[table["channel"] == channel] if channel in set(table["channel"]) else table
+    tiles = []
+    for p, (plate, rows) in enumerate(chosen.groupby("Metadata_Plate", sort=True), start=1):
+        rows = rows[rows["t"] == rows["t"].min()]
+        shown = str(rows["channel"].iloc[0])
+        for column, what in _QC_MAPS.items():
+            name = _png_name(f"qc-{column}", p, str(plate))
+            figure = plots.qc_heatmap(rows, column, channel=shown, title=f"{plate}: {what}")
+            _save_plot(figure, figures / name)
+            tiles.append(
+                _figure(name, f"{what}, plate {plate}", f"Plate {plate} · {shown}: {what}")
+            )
+    parts.append(_figures(tiles))
+    counts = table.groupby(["Metadata_Plate", "channel"])[list(_FLAGS)].sum().reset_index()
+    counts["images"] = table.groupby(["Metadata_Plate", "channel"]).size().to_numpy()
+    headers = {"Metadata_Plate": "plate", "channel": "channel", "images": "images"}
+    parts.append(_table(counts, {**headers, **{f: f for f in _FLAGS}}))
+    if not flagged:
+        parts.append("<p>No image was flagged.</p>")
+        return "\n".join(parts)
+    thumbs = []
+    for i, thumb in enumerate(flagged, start=1):
+        name = _png_name("flagged", i, thumb.title)
+        imsave(figures / name, _stretch(_shrunk(thumb.image)), cmap="gray", vmin=0, vmax=1)
+        thumbs.append(_figure(name, f"flagged field: {thumb.title}", thumb.title))
+    parts.append(f"<p>{len(flagged)} flagged field(s):</p>")
+    parts.append(_figures(thumbs))
+    return "\n".join(parts)
+
+
+def _shrunk(image: np.ndarray, side: int = 192) -> np.ndarray:
+    """``image`` subsampled so its longer side is at most ``side`` pixels."""
+    step = max(1, math.ceil(max(image.shape) / side))
+    return np.asarray(image)[::step, ::step]
+
+
+def _illumination_section(models: Sequence[Figures], figures: Path) -> str:
+    parts = ["<h2>Illumination</h2>"]
+    if not models:
+        parts.append(_skipped("No illumination correction (illumination.method is null)."))
+        return "\n".join(parts)
+    tiles = []
+    for i, model in enumerate(models, start=1):
+        name = _png_name("illumination", i, model.title)
+        _save_plot(model.figure, figures / name)
+        tiles.append(_figure(name, model.title, model.title))
+    parts.append(_figures(tiles))
+    return "\n".join(parts)
 
 
 # -- images ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from cellscale.ops._projection import ProjectionMethod
 from cellscale.pipeline._config import ConfigError, PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import Manifest, chain_keys, package_versions
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
-from cellscale.pipeline._report import StageRecord
+from cellscale.pipeline._report import Figures, StageRecord, Thumbnail
 
 __all__ = ["RunSummary", "run"]
 
@@ -182,7 +182,9 @@ def _stage_settings(config: RunConfig, weights_sha256: str | None) -> dict[str, 
     return {
         "ingest": [_identity(p) for p in config.plates],
         "project": as_dict(config.project),
+        "qc": as_dict(config.qc),
         "segment": as_dict(config.segment),
+        "illumination": as_dict(config.illumination),
         "measure": as_dict(config.measure),
         "embed": {"crops": as_dict(config.crops), **as_dict(config.embed), "sha": weights_sha256},
         "pca": as_dict(config.pca),
@@ -299,6 +301,7 @@ def _run_plate(state: _Run, plate: PlateConfig) -> xr.DataArray:
             **common,
         )
     projected = cellscale.open_plate(projected_path)
+    exclude = _quality_control(state, plate, projected, folder / "qc.parquet", fields)
 
     with _step(state, "segment", plate.name, fields) as step:
         segment = state.config.segment
@@ -308,16 +311,18 @@ def _run_plate(state: _Run, plate: PlateConfig) -> xr.DataArray:
             channel=str(segment.channel),
             nuclei_channel=segment.nuclei_channel,
             exclude_border=segment.exclude_border,
+            exclude=exclude,
             **segment.options,
         )
         cellscale.write_labels(labels, projected_path, overwrite=step.overwrite, **common)
     labels = cellscale.open_labels(projected_path)
+    images = _illumination(state, plate, projected, folder / "illumination.npz", fields)
 
     cells_path = folder / "cells.parquet"
     with _step(state, "measure", plate.name, fields) as step:
         cellscale.write_cells(
             labels,
-            projected,
+            images,
             cells_path,
             intensity=state.config.measure.intensity,
             overwrite=step.overwrite,
@@ -326,8 +331,92 @@ def _run_plate(state: _Run, plate: PlateConfig) -> xr.DataArray:
     cells = cellscale.read_cells(cells_path).compute()
 
     with _step(state, "embed", plate.name, len(cells)) as step:
-        _embed_plate(state, plate, projected, labels, cells, folder / "embeddings.zarr", step)
+        _embed_plate(state, plate, images, labels, cells, folder / "embeddings.zarr", step)
     return projected
+
+
+def _quality_control(
+    state: _Run, plate: PlateConfig, projected: xr.DataArray, path: Path, fields: int
+) -> pd.DataFrame | None:
+    """The plate's QC table (``qc.parquet``), and the fields segmentation is to skip."""
+    import cellscale
+    from cellscale.quality import QCThresholds
+
+    config = state.config.qc
+    if not config.enabled:
+        return None
+    finished = state.manifest.done(f"qc/{plate.name}", state.keys["qc"]) and path.exists()
+    with _step(state, "qc", plate.name, fields):
+        if finished:
+            table = cellscale.read_qc(path)
+        else:
+            table = cellscale.qc(
+                projected,
+                thresholds=QCThresholds(**config.thresholds),
+                client=state.client,
+                progress=state.progress,
+            )
+            partial = path.with_name(f".{path.name}.partial")
+            cellscale.write_qc(table, partial)
+            partial.replace(path)
+    flagged = cellscale.flagged_fields(table)
+    if len(flagged):
+        action = "not segmented" if config.exclude_flagged else "kept (qc.exclude_flagged is off)"
+        state.problems.append(
+            f"plate {plate.name}: QC flagged {len(flagged)} field(s), {action}: "
+            + ", ".join(f"{r.well} f{r.field}" for r in flagged.head(8).itertuples())
+            + (" …" if len(flagged) > 8 else "")
+        )
+    return flagged if config.exclude_flagged and len(flagged) else None
+
+
+def _illumination(
+    state: _Run, plate: PlateConfig, projected: xr.DataArray, path: Path, fields: int
+) -> xr.DataArray:
+    """The images cells are measured and cropped from: corrected where the run corrects.
+
+    The model is fitted on the projected plate and saved as ``illumination.npz``; a
+    rerun with the same settings loads it instead of fitting again.
+    """
+    import cellscale
+    from cellscale.illumination import IlluminationModel
+
+    config = state.config.illumination
+    if config.method is None:
+        return projected
+    finished = (
+        state.manifest.done(f"illumination/{plate.name}", state.keys["illumination"])
+        and path.exists()
+    )
+    with _step(state, "illumination", plate.name, fields):
+        if finished:
+            model = IlluminationModel.load(path)
+        else:
+            model = cellscale.fit_illumination(
+                projected,
+                list(config.channels) if config.channels else None,
+                cast(Any, config.method),
+                darkfield=config.darkfield,
+                progress=state.progress,
+            )
+            partial = path.with_name(f".{path.stem}.partial.npz")
+            model.save(partial).replace(path)
+    return cellscale.correct_illumination(projected, model)
+
+
+def _illumination_figures(state: _Run, plates: list[xr.DataArray]) -> list[Figures]:
+    """Each plate's illumination model, drawn; none where the run corrects nothing."""
+    from cellscale.illumination import IlluminationModel
+
+    if state.config.illumination.method is None:
+        return []
+    figures = []
+    for plate in plates:
+        path = state.out / "plates" / str(plate.name) / "illumination.npz"
+        if path.exists():
+            model = IlluminationModel.load(path)
+            figures.append(Figures(f"Plate {plate.name}: {model.method} flatfield", model.plot()))
+    return figures
 
 
 def _ingest(state: _Run, plate: PlateConfig, path: Path, overwrite: bool) -> xr.DataArray:
@@ -559,8 +648,27 @@ def _profiles(state: _Run, screen: _Screen, plates: list[xr.DataArray], profiles
 
 
 def _field_quality(state: _Run, plate: xr.DataArray) -> pd.DataFrame:
-    """A focus score (variance of the Laplacian) of every field's segmentation channel."""
+    """A focus score (variance of the Laplacian) of every field's segmentation channel.
+
+    Taken from the plate's QC table where the run made one, else computed here.
+    """
     import dask.array as da
+
+    qc_path = state.out / "plates" / str(plate.name) / "qc.parquet"
+    if state.config.qc.enabled and qc_path.exists():
+        import cellscale
+
+        table = cellscale.read_qc(qc_path)
+        table = table[table["channel"] == state.config.segment.channel]
+        return pd.DataFrame(
+            {
+                "Metadata_Plate": table["Metadata_Plate"].astype(str).to_numpy(),
+                "Metadata_Well": table["well"].astype(str).to_numpy(),
+                "Metadata_Site": table["field"].to_numpy(),
+                "Metadata_Timepoint": table["t"].to_numpy(),
+                "focus_score": table["focus_laplacian_var"].to_numpy(),
+            }
+        )
 
     image = plate.sel(c=state.config.segment.channel)
     if "z" in image.dims:
@@ -614,6 +722,7 @@ def _report(state: _Run, screen: _Screen, plates: list[xr.DataArray], profiles: 
         return
     with _step(state, "report", units=len(plates)):
         scores = _scores(profiles / "cells.parquet", len(screen.cells))
+        qc = _qc_tables(state, plates)
         quality_path = profiles / "field_quality.parquet"
         pca_path = profiles / "pca.npz"
         ratio = PCA.load(pca_path).explained_variance_ratio_ if pca_path.exists() else np.zeros(0)
@@ -624,12 +733,48 @@ def _report(state: _Run, screen: _Screen, plates: list[xr.DataArray], profiles: 
             explained_variance_ratio=np.asarray(ratio),
             field_quality=pd.read_parquet(quality_path) if quality_path.exists() else None,
             overlays=_overlays(state, plates),
+            qc=qc,
+            qc_channel=state.config.segment.channel,
+            flagged=_flagged_thumbnails(qc, plates),
+            illumination=_illumination_figures(state, plates),
             galleries=_galleries(state, plates, screen.cells),
             stages=tuple(_merged(state.stages)),
             problems=tuple(state.problems),
             notes=tuple(_notes(state.config)),
         )
         write_report(state.out / "report", inputs)
+
+
+def _qc_tables(state: _Run, plates: list[xr.DataArray]) -> pd.DataFrame | None:
+    """Every plate's QC table, one after the other; ``None`` where the run has none."""
+    import cellscale
+
+    paths = [state.out / "plates" / str(p.name) / "qc.parquet" for p in plates]
+    tables = [cellscale.read_qc(path) for path in paths if path.exists()]
+    if not state.config.qc.enabled or not tables:
+        return None
+    return pd.concat(tables, ignore_index=True)
+
+
+#: Most flagged fields the report shows.
+MAX_FLAGGED_SHOWN = 12
+
+
+def _flagged_thumbnails(qc: pd.DataFrame | None, plates: list[xr.DataArray]) -> list[Thumbnail]:
+    """The flagged images (at most :data:`MAX_FLAGGED_SHOWN`), each captioned with its flags."""
+    if qc is None:
+        return []
+    flags = ["blurry", "saturated", "empty", "dim"]
+    by_name = {str(p.name): p for p in plates}
+    thumbs = []
+    for row in qc[qc["flagged"]].head(MAX_FLAGGED_SHOWN).itertuples():
+        plate = by_name[str(row.Metadata_Plate)]
+        image = plate.sel(t=row.t, well=row.well, field=row.field, c=row.channel)
+        image = image.max("z") if "z" in image.dims else image
+        why = ", ".join(f for f in flags if getattr(row, f))
+        title = f"{row.Metadata_Plate} · {row.well} field {row.field} · {row.channel}: {why}"
+        thumbs.append(Thumbnail(title, np.asarray(image.values)))
+    return thumbs
 
 
 def _scores(path: Path, n: int) -> np.ndarray:
