@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -32,12 +31,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _rss import peak_rss_gb
+
 FIELDS, CHANNELS, SIZE = 4, 2, (1080, 1080)
 FITS = ("mean", "basic")
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _make_plate(path: Path, wells: int) -> None:
@@ -92,7 +89,7 @@ def _measure(kind: str, plate_path: Path, wells: int) -> dict[str, float]:
         "gb_per_s": nbytes / seconds / 1e9,
         "seconds": seconds,
         "gb": nbytes / 1e9,
-        "peak_rss_gb": _peak_rss_gb(),
+        "peak_rss_gb": peak_rss_gb(),
         "checksum": total,
     }
 

@@ -15,6 +15,8 @@ medians of ``repeats``:
   (read from an on-disk plate) with full resolution only (``levels=1``) against the
   default pyramid (3 levels down to 270 px), with the byte bound beside it: a pyramid
   adds 1/4 + 1/16 of the pixels to compress and write.
+- ``ingest``: the same images as uncompressed TIFFs, ingested (the usual
+  place a pyramid is first written);
 - ``read``: reading every image of that plate at level 0 against its top level.
 """
 
@@ -23,23 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _rss import peak_rss_gb
+
 OPEN_PLATE = {"wells": 384, "plate_format": 384, "fields": 9, "shape": (64, 64), "n_z": 1}
 PYRAMID_PLATE = {"wells": 48, "fields": 4, "channels": 2, "n_z": 1, "shape": (1080, 1080)}
-
-
-def _peak_rss_gb() -> float:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited across exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024**2
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _make(path: Path, params: dict) -> None:
@@ -67,31 +62,61 @@ def _measure(kind: str, path: Path, out: Path) -> dict[str, float]:
             plate = cellscale.open_plate(path)
             times.append(time.perf_counter() - start)
         assert plate.sizes["well"] * plate.sizes["field"] == 3456
-        return {"first": times[0], "warm": statistics.median(times[1:]), "rss": _peak_rss_gb()}
+        return {"first": times[0], "warm": statistics.median(times[1:]), "rss": peak_rss_gb()}
     if kind == "list":
         start = time.perf_counter()
         names = {"zarr.json", ".zarray", ".zgroup", ".zattrs"}
         found = sum(1 for _, _, files in os.walk(path) for f in files if f in names)
-        return {"first": time.perf_counter() - start, "warm": found, "rss": _peak_rss_gb()}
+        return {"first": time.perf_counter() - start, "warm": found, "rss": peak_rss_gb()}
     threads = os.cpu_count() or 1
     if kind.startswith("bound"):
         return _bound(path, levels=int(kind.removeprefix("bound-")), threads=threads)
     if kind.startswith("view"):
         return _view(path, level=int(kind.removeprefix("view-")), threads=threads)
     with dask.config.set(scheduler="threads", num_workers=threads):
+        if kind.startswith("ingest"):
+            levels = 1 if kind == "ingest-1" else None
+            start = time.perf_counter()
+            cellscale.ingest(
+                path, out, "cellprofiler", levels=levels, overwrite=True, progress=False
+            )
+            seconds = time.perf_counter() - start
+            return {"first": seconds, "warm": seconds, "rss": peak_rss_gb()}
         if kind.startswith("write"):
             levels = 1 if kind == "write-1" else None
             plate = cellscale.open_plate(path)
             start = time.perf_counter()
             cellscale.write_plate(plate, out, levels=levels, overwrite=True, progress=False)
             seconds = time.perf_counter() - start
-            return {"first": seconds, "warm": seconds, "rss": _peak_rss_gb()}
+            return {"first": seconds, "warm": seconds, "rss": peak_rss_gb()}
         level = 0 if kind == "read-0" else int(kind.removeprefix("read-"))
         plate = cellscale.open_plate(path, level=level)
         start = time.perf_counter()
         total = int(plate.sum(dim=("y", "x"), dtype=np.int64).sum().compute())
         seconds = time.perf_counter() - start
-        return {"first": seconds, "warm": float(total > 0), "rss": _peak_rss_gb()}
+        return {"first": seconds, "warm": float(total > 0), "rss": peak_rss_gb()}
+
+
+def _tiff_folder(plate_path: Path, folder: Path) -> Path:
+    """The plate's images as uncompressed TIFFs named like CellProfiler's examples (once)."""
+    import numpy as np
+    import tifffile
+
+    import cellscale
+
+    if folder.is_dir():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    plate = cellscale.open_plate(plate_path)
+    for well in plate.coords["well"].values:
+        for field in plate.coords["field"].values:
+            images = plate.sel(well=well, field=field).isel(t=0, z=0).values
+            for c, image in enumerate(images):
+                name = f"P_{well}f{int(field):02d}d{c}.tif"
+                tifffile.imwrite(partial / name, np.ascontiguousarray(image))
+    partial.rename(folder)
+    return folder
 
 
 def _field_arrays(path: Path, level: int) -> list:
@@ -134,7 +159,7 @@ def _bound(path: Path, levels: int, threads: int) -> dict[str, float]:
     with ThreadPoolExecutor(threads) as pool:
         total = sum(pool.map(work, images))
     seconds = time.perf_counter() - start
-    return {"first": seconds, "warm": float(total), "rss": _peak_rss_gb()}
+    return {"first": seconds, "warm": float(total), "rss": peak_rss_gb()}
 
 
 def _view(path: Path, level: int, threads: int) -> dict[str, float]:
@@ -148,7 +173,7 @@ def _view(path: Path, level: int, threads: int) -> dict[str, float]:
     with ThreadPoolExecutor(threads) as pool:
         total = sum(pool.map(lambda a: int(np.asarray(a[...]).sum(dtype=np.int64)), arrays))
     seconds = time.perf_counter() - start
-    return {"first": seconds, "warm": float(total > 0), "rss": _peak_rss_gb()}
+    return {"first": seconds, "warm": float(total > 0), "rss": peak_rss_gb()}
 
 
 def _run(kind: str, path: Path, out: Path, repeats: int) -> dict[str, float]:
@@ -210,6 +235,13 @@ def _pyramids(pyramid: Path, out: Path, n: int) -> None:
         f"  levels=3      {levels['first']:.2f} s = x{levels['first'] / flat['first']:.2f} "
         f"the level-0 write (pixel bound x{1 + 1 / 4 + 1 / 16:.4f}); "
         f"peak RSS {levels['rss']:.2f} GB"
+    )
+    tiffs = _tiff_folder(pyramid, pyramid.with_name("pyramid-tiffs"))
+    flat_ingest, levels_ingest = _run("ingest-1", tiffs, out, n), _run("ingest-3", tiffs, out, n)
+    print(
+        f"  ingest of the same images as uncompressed TIFFs: levels=1 "
+        f"{flat_ingest['first']:.2f} s, levels=3 {levels_ingest['first']:.2f} s = "
+        f"x{levels_ingest['first'] / flat_ingest['first']:.2f}"
     )
     flat_bound, levels_bound = _run("bound-1", pyramid, out, n), _run("bound-3", pyramid, out, n)
     print(

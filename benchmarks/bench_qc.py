@@ -37,11 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _rss import peak_rss_gb
+
 FIELDS, CHANNELS, PLANES, SIZE = 4, 2, 1, (1080, 1080)
-
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _cpu_seconds() -> float:
@@ -111,7 +109,7 @@ def _measure(kind: str, plate_path: Path, wells: int) -> dict[str, float]:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "gb": nbytes / 1e9,
-        "peak_rss_gb": _peak_rss_gb(),
+        "peak_rss_gb": peak_rss_gb(),
         "checksum": total,
     }
 

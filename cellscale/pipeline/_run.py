@@ -345,7 +345,7 @@ def _quality_control(
     config = state.config.qc
     if not config.enabled:
         return None
-    finished = state.manifest.done(f"qc/{plate.name}", state.keys["qc"]) and path.exists()
+    finished = _finished(state, "qc", plate, path)
     with _step(state, "qc", plate.name, fields):
         if finished:
             table = cellscale.read_qc(path)
@@ -384,10 +384,7 @@ def _illumination(
     config = state.config.illumination
     if config.method is None:
         return projected
-    finished = (
-        state.manifest.done(f"illumination/{plate.name}", state.keys["illumination"])
-        and path.exists()
-    )
+    finished = _finished(state, "illumination", plate, path)
     with _step(state, "illumination", plate.name, fields):
         if finished:
             model = IlluminationModel.load(path)
@@ -402,6 +399,11 @@ def _illumination(
             partial = path.with_name(f".{path.stem}.partial.npz")
             model.save(partial).replace(path)
     return cellscale.correct_illumination(projected, model)
+
+
+def _finished(state: _Run, stage: str, plate: PlateConfig, output: Path) -> bool:
+    """Whether a plate's one-file stage finished with today's settings and its file is there."""
+    return state.manifest.done(f"{stage}/{plate.name}", state.keys[stage]) and output.exists()
 
 
 def _illumination_figures(state: _Run, plates: list[xr.DataArray]) -> list[Figures]:
