@@ -73,13 +73,21 @@ def demo_config(settings: DemoSettings) -> RunConfig:
         output=str(settings.out),
         plates=plates,
         cluster=ClusterConfig(kind="local", n_workers=settings.workers, gpu_workers=1),
-        illumination=IlluminationConfig(method="mean"),
+        illumination=_illumination(settings),
         segment=SegmentConfig(channel="cytoplasm", nuclei_channel="nuclei"),
         crops=CropsConfig(size=settings.crop, mask="soft"),
         embed=EmbedConfig(model="resnet18", batch_size=64),
         pca=PCAConfig(n_components=10),
         profiles=ProfilesConfig(controls="Metadata_treatment == 'DMSO'"),
     )
+
+
+def _illumination(settings: DemoSettings) -> IlluminationConfig:
+    """Correct illumination where each plate has the fields a flatfield needs."""
+    from cellscale.illumination import MIN_FIELDS
+
+    fields = settings.wells * settings.fields * settings.timepoints
+    return IlluminationConfig(method="mean" if fields >= MIN_FIELDS["mean"] else None)
 
 
 def run_demo(settings: DemoSettings) -> RunSummary:
