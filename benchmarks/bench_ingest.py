@@ -12,7 +12,8 @@ times each (medians reported):
 * the lazy plate of ``read_tiff_plate(src)`` computed chunk by chunk, pixels discarded
   (ingest's read side alone);
 * ``cellscale.ingest(src, out)`` to a new OME-Zarr plate, on the local threaded scheduler,
-  with the configured default codec and with ``codec="none"``.
+  with the configured default codec and its default pyramid (3 levels for 1080 px), then
+  full resolution only (``levels=1``) with the default codec and with ``codec="none"``.
 
 Every measurement runs twice per repeat: with the TIFFs in the page cache (warm: the CPU
 cost of ingest) and, where the page cache can be dropped (root on Linux), with it dropped
@@ -115,7 +116,8 @@ def _phase(args: argparse.Namespace) -> None:
         nbytes = data.nbytes
         data.map_blocks(_discard, chunks=(1,) * 7, dtype=data.dtype).compute()
     else:
-        out = ingest(src, args.out, codec=args.codec, progress=False)
+        levels = int(args.levels) if args.levels else None
+        out = ingest(src, args.out, codec=args.codec, levels=levels, progress=False)
     seconds = time.perf_counter() - start
     if args.phase == "ingest":
         nbytes = open_plate(out).nbytes
@@ -130,7 +132,12 @@ def _drop_page_cache() -> None:
 
 
 def _run(
-    phase: str, src: Path, out: Path, codec: str | None = None, cold: bool = False
+    phase: str,
+    src: Path,
+    out: Path,
+    codec: str | None = None,
+    levels: int | None = None,
+    cold: bool = False,
 ) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     if cold:
@@ -140,17 +147,20 @@ def _run(
     cmd = [sys.executable, __file__, "--phase", phase, "--src", str(src), "--out", str(out)]
     if codec:
         cmd += ["--codec", codec]
+    if levels:
+        cmd += ["--levels", str(levels)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-#: label, phase, codec
+#: label, phase, codec, pyramid levels (None: the default, 3 for 1080 px)
 MEASUREMENTS = (
-    ("tifffile read loop", "loop", None),
-    ("loop + raw file write (floor)", "copy", None),
-    ("read_tiff_plate, no write", "read", None),
-    ("ingest (default codec)", "ingest", None),
-    ("ingest (codec none)", "ingest", "none"),
+    ("tifffile read loop", "loop", None, None),
+    ("loop + raw file write (floor)", "copy", None, None),
+    ("read_tiff_plate, no write", "read", None, None),
+    ("ingest (default codec, pyramid)", "ingest", None, None),
+    ("ingest (default codec, levels=1)", "ingest", None, 1),
+    ("ingest (codec none, levels=1)", "ingest", "none", 1),
 )
 
 
@@ -168,6 +178,7 @@ def main() -> None:
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--codec", help=argparse.SUPPRESS)
+    parser.add_argument("--levels", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         _phase(args)
@@ -188,22 +199,22 @@ def main() -> None:
         for cache in caches:
             if cache == "warm":
                 _run("loop", src, out)  # bring every file into the page cache
-            for label, phase, codec in MEASUREMENTS:
-                run = _run(phase, src, out, codec, cold=cache == "cold")
+            for label, phase, codec, levels in MEASUREMENTS:
+                run = _run(phase, src, out, codec, levels, cold=cache == "cold")
                 runs.setdefault((cache, label), []).append(run)
-                if (phase, codec) == ("ingest", None):
+                if (phase, codec, levels) == ("ingest", None, None):
                     stored = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     for cache in caches:
         rate = {
             label: statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in runs[(cache, label)])
-            for label, _, _ in MEASUREMENTS
+            for label, _, _, _ in MEASUREMENTS
         }
         loop, floor = rate["tifffile read loop"], rate["loop + raw file write (floor)"]
         print(f"-- {cache} page cache (medians of {args.repeats})")
-        for label, _, _ in MEASUREMENTS:
+        for label, _, _, _ in MEASUREMENTS:
             peak = max(r["peak_rss"] for r in runs[(cache, label)]) / 2**20
             print(
-                f"{label:29s}: {rate[label]:7.0f} MB/s  peak RSS {peak:6.0f} MiB  "
+                f"{label:33s}: {rate[label]:7.0f} MB/s  peak RSS {peak:6.0f} MiB  "
                 f"ratio to loop {rate[label] / loop:.2f}, to loop + write {rate[label] / floor:.2f}"
             )
     print(f"plate store size, default codec: {stored / 1e9:.2f} GB")
