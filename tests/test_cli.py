@@ -213,3 +213,18 @@ def test_info_summarises_the_plate(tmp_path: Path, capsys: pytest.CaptureFixture
     ):
         assert expected in printed
     assert "<xarray" not in printed
+
+
+def test_info_summarises_a_plate_another_tool_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ome_zarr.format import FormatV04
+
+    from tests.test_hcs_io import _write_foreign_plate
+
+    _write_foreign_plate(tmp_path / "f.zarr", FormatV04(), "tczyx", (1, 2, 3, 32, 32))
+    assert main(["info", str(tmp_path / "f.zarr")]) == 0
+    printed = capsys.readouterr().out
+    assert "pyramid     32x32, 16x16, 8x8, 4x4, 2x2" in printed
+    assert "not written by cellscale: completeness unknown" in printed
+    assert "opens from  a walk of every field" in printed

@@ -13,7 +13,6 @@ import zarr
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._ngff import ome_attrs
 from cellscale.io._plate_index import INDEX_NAME
-from cellscale.io._store_setup import field_image_path
 from cellscale.plate import UNIT_TOKEN, plate_map_columns
 
 __all__ = ["PlateSummary", "plate_summary"]
@@ -81,7 +80,7 @@ class PlateSummary:
             f"  channels    {', '.join(self.channels)}",
             f"  z           {self.z_step}",
             f"  t           {self.t_values}",
-            f"  pyramid     {', '.join(f'{y}x{x}' for y, x in self.levels) or 'unknown'}",
+            f"  pyramid     {', '.join(f'{y}x{x}' for y, x in self.levels)}",
             f"  complete    {complete}",
             f"  on disk     {_size(self.bytes_on_disk)} "
             f"({_size(self.bytes_raw)} uncompressed at full resolution)",
@@ -126,7 +125,7 @@ def plate_summary(path: str | Path) -> PlateSummary:
         },
         units_complete=complete,
         units_present=units_present,
-        levels=_levels(path, plate),
+        levels=_levels(path),
         bytes_on_disk=_disk_bytes(path),
         bytes_raw=int(present.sum())
         * int(np.prod([plate.sizes[d] for d in "tzcyx"]))
@@ -151,15 +150,15 @@ def _some(values: np.ndarray, shown: int = 4) -> list[str]:
     return distinct[:shown] + more
 
 
-def _levels(path: Path, plate: Any) -> list[tuple[int, int]]:
-    """Each pyramid level's image size, from the first present field."""
-    present = np.asarray(plate.coords["field_present"].values, dtype=bool)
-    w, f = (int(i) for i in np.argwhere(present)[0])
-    well, number = str(plate.coords["well"].values[w]), int(plate.coords["field"].values[f])
-    try:
-        group = zarr.open_group(str(path / field_image_path(well, number)), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        return []  # another writer's layout of fields
+def _levels(path: Path) -> list[tuple[int, int]]:
+    """Each pyramid level's image size, from the first field the NGFF metadata lists."""
+    root = zarr.open_group(str(path), mode="r")
+    well_path = str(ome_attrs(root.attrs.asdict())["plate"]["wells"][0]["path"])
+    well = root[well_path]
+    assert isinstance(well, zarr.Group)
+    image_path = str(ome_attrs(well.attrs.asdict())["well"]["images"][0]["path"])
+    group = well[image_path]
+    assert isinstance(group, zarr.Group)
     datasets = ome_attrs(group.attrs.asdict())["multiscales"][0]["datasets"]
     shapes = []
     for dataset in datasets:
