@@ -45,15 +45,15 @@ def run_units(
     *,
     client: Any = None,
     progress: bool = True,
-) -> None:
-    """Compute ``tasks`` (one per unit, named by ``names``) and raise if any failed.
+) -> list[Any]:
+    """Compute ``tasks`` (one per unit, named by ``names``); return their results, or raise.
 
     Parameters
     ----------
     stage
         Stage name for the progress bar and error messages.
     tasks
-        One delayed task per unit; their results are discarded.
+        One delayed task per unit.
     names
         A readable name per unit (``"B03/f2/t0"``) used in error messages.
     client
@@ -61,6 +61,11 @@ def run_units(
         dask is configured with.
     progress
         Show a progress bar.
+
+    Returns
+    -------
+    list
+        Each unit's result, in the order of ``tasks``.
 
     Raises
     ------
@@ -72,6 +77,7 @@ def run_units(
         raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
     results = compute_units(stage, tasks, client=client, progress=progress)
     _raise_failures(stage, names, results)
+    return results
 
 
 def compute_units(

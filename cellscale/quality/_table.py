@@ -11,8 +11,7 @@ import pandas as pd
 import xarray as xr
 from dask.delayed import Delayed
 
-from cellscale._compat import Failed
-from cellscale._stages import UnitFailure, compute_units, delayed_blocks, task_key
+from cellscale._stages import delayed_blocks, run_units, task_key
 from cellscale.plate import PlateError, as_plate, channel_position, plate_map_columns
 from cellscale.quality._cells import join_cell_counts
 from cellscale.quality._flags import FLAGS, QCThresholds, flag_images
@@ -135,8 +134,7 @@ def qc(
     annotations = _plate_map(plate)
     level = _saturation_level(plate.dtype, saturation)
     names, tasks = _tasks(plate, units, picked, level)
-    results = compute_units("qc", tasks, client=client, progress=progress)
-    _raise_failures(names, results)
+    results = run_units("qc", tasks, names, client=client, progress=progress)
     values = np.array(results, dtype=np.float64)
     table = _table(plate, units, picked, annotations, values, level)
     if cells is not None:
@@ -232,16 +230,6 @@ def _block_index(plate: xr.DataArray, t: int, w: int, f: int, c: int) -> tuple[i
 def _unit_name(plate: xr.DataArray, t: int, w: int, f: int, c: int) -> str:
     well, field = plate.coords["well"].values[w], plate.coords["field"].values[f]
     return f"{well}/f{field}/t{t}/{plate.coords['c'].values[c]}"
-
-
-def _raise_failures(names: list[str], results: list[Any]) -> None:
-    failures = {
-        name: result.error
-        for name, result in zip(names, results, strict=True)
-        if isinstance(result, Failed)
-    }
-    if failures:
-        raise UnitFailure.build("qc", failures)
 
 
 def _table(
