@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -356,9 +356,7 @@ def _quality_control(
                 client=state.client,
                 progress=state.progress,
             )
-            partial = path.with_name(f".{path.name}.partial")
-            cellscale.write_qc(table, partial)
-            partial.replace(path)
+            _write_atomically(path, lambda partial: cellscale.write_qc(table, partial))
     flagged = cellscale.flagged_fields(table)
     if len(flagged):
         action = "not segmented" if config.exclude_flagged else "kept (qc.exclude_flagged is off)"
@@ -396,8 +394,7 @@ def _illumination(
                 darkfield=config.darkfield,
                 progress=state.progress,
             )
-            partial = path.with_name(f".{path.stem}.partial.npz")
-            model.save(partial).replace(path)
+            _write_atomically(path, model.save)
     return cellscale.correct_illumination(projected, model)
 
 
@@ -710,8 +707,13 @@ def _metadata(cells: pd.DataFrame) -> list[str]:
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> None:
     """Write atomically: a half-written file never looks complete."""
-    partial = path.with_name(f".{path.name}.partial")
-    table.to_parquet(partial, index=False)
+    _write_atomically(path, lambda partial: table.to_parquet(partial, index=False))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write`` a hidden partial file beside ``path``, then rename it into place."""
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    write(partial)
     partial.replace(path)
 
 
