@@ -20,6 +20,7 @@ from cellscale._stages._fingerprint import (
 from cellscale._stages._ledger import Ledger
 from cellscale._stages._lock import OutputLockedError, output_lock, remove_partials
 from cellscale._stages._run import (
+    Opaque,
     compute_units,
     default_client,
     delayed_blocks,
@@ -31,6 +32,7 @@ from cellscale._stages._tokens import task_key, unit_token
 __all__ = [
     "Fingerprint",
     "Ledger",
+    "Opaque",
     "OutputLockedError",
     "StaleOutputError",
     "UnitFailure",

@@ -185,3 +185,18 @@ def delayed_blocks(array: Any) -> Any:
     layers = array.__dask_graph__().layers.values()
     annotated = any(getattr(layer, "annotations", None) for layer in layers)
     return array.to_delayed(optimize_graph=not annotated)
+
+
+class Opaque:
+    """A task argument dask passes as it is, without walking it for collections.
+
+    dask looks for collections inside every argument of a delayed call, descending into
+    lists, dicts and dataclasses; a zarr array is a tree of nested dataclasses, so
+    building one task per unit with its arrays as plain arguments costs milliseconds per
+    array (seconds for a plate). Wrap such arguments; the task reads ``.value``.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value

@@ -21,6 +21,7 @@ from dask.delayed import Delayed
 from cellscale._stages import (
     Fingerprint,
     Ledger,
+    Opaque,
     StaleOutputError,
     check_fingerprint,
     delayed_blocks,
@@ -322,9 +323,11 @@ def _write_tasks(
     tasks, names = [], []
     for (t, w, f), (store_t, store_w, store_f), token in todo:
         channel_blocks = [blocks[t, w, f, 0, c, 0, 0] for c in range(len(layout.channels))]
-        targets = _Targets(
-            arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
-            [coord_arrays[name] for name in coords],
+        targets = Opaque(
+            (
+                arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
+                [coord_arrays[name] for name in coords],
+            )
         )
         tasks.append(
             dask.delayed(_write_unit, pure=False)(
@@ -354,33 +357,21 @@ def _unit_coord_blocks(plate: xr.DataArray, arrays: dict[str, zarr.Array]) -> di
     return blocks
 
 
-class _Targets:
-    """A unit's arrays: its image at each level and its coordinates' arrays.
-
-    Held in a plain object so that dask passes them to the task as they are, rather than
-    walking zarr's nested dataclasses for collections at every task built (seconds for a
-    plate).
-    """
-
-    __slots__ = ("coords", "levels")
-
-    def __init__(self, levels: Sequence[zarr.Array], coords: Sequence[zarr.Array]) -> None:
-        self.levels = levels
-        self.coords = coords
-
-
 def _write_unit(
     channel_blocks: Sequence[np.ndarray],
     coord_values: Sequence[Any],
-    targets: _Targets,
+    targets: Opaque,
     t: int,
     ledger: Ledger,
     ledger_index: Unit,
     token: int,
 ) -> None:
-    """Write every channel's image, its pyramid levels and the unit's coordinates, then mark it."""
-    levels = targets.levels
-    for array, value in zip(targets.coords, coord_values, strict=True):
+    """Write every channel's image, its pyramid levels and the unit's coordinates, then mark it.
+
+    ``targets`` holds the image's array at each level and the coordinates' arrays.
+    """
+    levels, coord_arrays = targets.value
+    for array, value in zip(coord_arrays, coord_values, strict=True):
         array[ledger_index] = np.asarray(value).reshape(())
     for c, block in enumerate(channel_blocks):
         full = np.asarray(block).reshape((1, 1, *levels[0].shape[2:]))

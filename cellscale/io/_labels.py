@@ -32,6 +32,7 @@ from cellscale._compat import GroupMetadata
 from cellscale._stages import (
     Fingerprint,
     Ledger,
+    Opaque,
     StaleOutputError,
     check_fingerprint,
     delayed_blocks,
@@ -439,7 +440,7 @@ def _unit_tasks(
             dask.delayed(_write_unit, pure=False)(
                 {name: blocks[name][index] for name in names},
                 dropped[t, w, f],
-                {name: books[name].images[(well, field)] for name in names},
+                Opaque({name: books[name].images[(well, field)] for name in names}),
                 list(books.values()),
                 store,
                 token,
@@ -457,16 +458,19 @@ def _json(value: Any) -> Any:
 def _write_unit(
     blocks: dict[str, np.ndarray],
     dropped: np.ndarray,
-    arrays: dict[str, list[zarr.Array]],
+    arrays: Opaque,
     books: list[_Books],
     store_unit: tuple[int, int, int],
     token: int,
 ) -> None:
-    """Write one field's label images (every level) and counts, then mark it complete."""
+    """Write one field's label images (every level) and counts, then mark it complete.
+
+    ``arrays`` holds each compartment's arrays, one per pyramid level.
+    """
     t = store_unit[0]
     count = int(np.asarray(next(iter(blocks.values()))).max(initial=0))
     for name, block in blocks.items():
-        levels = arrays[name]
+        levels = arrays.value[name]
         full = np.asarray(block, dtype=np.uint32).reshape((1, 1, *levels[0].shape[2:]))
         for array, values in zip(levels, pyramid(full, len(levels), "labels"), strict=True):
             if not write_chunk_file(array, (t, 0, 0, 0, 0), values):
