@@ -23,8 +23,7 @@ from cellscale.cli import main
 from cellscale.io._chunks import DamagedChunkError
 from cellscale.io._store_setup import LEDGER_NAME
 from cellscale.plate import PlateError
-from cellscale.testing import synthetic_plate, write_synthetic_plate
-from cellscale.testing._platemap import default_plate_map
+from cellscale.testing import default_plate_map, synthetic_plate, write_synthetic_plate
 
 SMALL = {"wells": 3, "fields": 2, "n_z": 3, "shape": (48, 40), "seed": 4}
 

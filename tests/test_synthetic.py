@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import time
 
 import cloudpickle
 import numpy as np
@@ -12,10 +11,10 @@ import pandas as pd
 import pytest
 
 from cellscale.plate import DIMS, PlateError, image_chunks, validate_plate
+from cellscale.synthetic import _model
 from cellscale.testing import (
     CHANNEL_KINDS,
     CellModel,
-    _model,
     default_plate_map,
     plate_wells,
     synthetic_labels,
@@ -56,19 +55,22 @@ def test_channel_pixels_depend_on_the_stain_not_the_channel_name_or_position() -
     np.testing.assert_array_equal(renamed.sel(c="CellMask").values, default)
 
 
-def test_building_is_lazy_one_graph_layer_and_fast_for_a_384_well_plate() -> None:
+def test_building_is_lazy_one_graph_layer_one_plain_task_per_image_for_a_384_well_plate() -> None:
     with raise_if_dask_computes():
-        start = time.perf_counter()
         plate = synthetic_plate(
             wells=384, plate_format=384, fields=9, channels=5, shape=(1080, 1080)
         )
-        elapsed = time.perf_counter() - start
         labels = synthetic_labels(plate)
-    assert elapsed < 1.5, f"building a 384-well plate took {elapsed:.2f} s"
     assert plate.shape == (1, 384, 9, 6, 5, 1080, 1080)
-    layers = plate.data.dask.layers
-    assert len(layers) == 1
-    assert next(iter(layers)).startswith("synthetic-")
+    graph = plate.data.dask
+    assert len(graph.layers) == 1
+    assert next(iter(graph.layers)).startswith("synthetic-")
+    assert not graph.dependencies[next(iter(graph.layers))]
+    # One task per (t, well, field, c) image, and none holds pixels: nothing is drawn
+    # while the graph is built (how long building takes is benchmarks/bench_synthetic.py's)
+    assert len(graph) == plate.data.npartitions == 384 * 9 * 5
+    arguments = [arg for task in graph.values() for arg in task[1:]]
+    assert not any(isinstance(arg, np.ndarray) for arg in arguments)
     assert labels.data.npartitions == 384 * 9
 
 
@@ -173,9 +175,9 @@ def test_a_user_plate_map_becomes_coordinates() -> None:
     assert "treatment" not in plate.coords
 
 
-@pytest.mark.parametrize("module", ["_platemap", "_synthetic", "_truth", "_write"])
+@pytest.mark.parametrize("module", ["_blobs", "_platemap", "_synthetic", "_truth", "_write"])
 def test_docstring_examples_run(module: str) -> None:
-    imported = importlib.import_module(f"cellscale.testing.{module}")
+    imported = importlib.import_module(f"cellscale.synthetic.{module}")
     result = doctest.testmod(imported, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dask.utils import parse_timedelta
@@ -14,7 +16,18 @@ from cellscale.cluster._pending import PendingJobWatcher
 from cellscale.cluster._pools import PooledCluster, SpecFactory
 from cellscale.cluster._tls import cluster_security
 
-__all__ = ["lifetime_args", "slurm_cluster", "slurm_pool_specs", "walltime_seconds"]
+__all__ = [
+    "DEFAULT_LOG_DIRECTORY",
+    "job_log_directory",
+    "lifetime_args",
+    "slurm_cluster",
+    "slurm_pool_specs",
+    "slurm_settings",
+    "walltime_seconds",
+]
+
+#: Where the jobs' output files go when neither ``log_directory`` nor the caller names a folder.
+DEFAULT_LOG_DIRECTORY = "~/.cellscale/slurm-logs"
 
 _WALLTIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
@@ -68,6 +81,54 @@ def lifetime_args(walltime: str, margin: str, stagger: str, restart: bool) -> li
         )
     args = ["--lifetime", f"{int(lifetime)}s", "--lifetime-stagger", f"{int(stagger_s)}s"]
     return [*args, "--lifetime-restart"] if restart else args
+
+
+def job_log_directory(configured: str | None, default: str | os.PathLike[str] | None) -> str:
+    """The absolute folder the jobs' ``#SBATCH -o`` / ``-e`` files go to.
+
+    The ``log_directory`` setting wins, then ``default`` (the run folder's ``logs/`` when
+    :func:`cellscale.run` starts the cluster), then :data:`DEFAULT_LOG_DIRECTORY`. SLURM
+    expands neither ``~`` nor environment variables in ``#SBATCH`` lines, so they are
+    expanded here, on the login node. The folder must be visible from the compute nodes;
+    it is made when the first job is.
+
+    Examples
+    --------
+    >>> job_log_directory("/scratch/me/logs", "/runs/a/logs")
+    '/scratch/me/logs'
+    >>> job_log_directory(None, "/runs/a/logs")
+    '/runs/a/logs'
+    """
+    chosen = configured or default or DEFAULT_LOG_DIRECTORY
+    return os.path.abspath(Path(os.path.expandvars(os.fspath(chosen))).expanduser())
+
+
+def slurm_settings(
+    options: Mapping[str, Any], default_log_directory: str | os.PathLike[str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The ``cellscale.slurm`` settings and those of its ``cpu`` and ``gpu`` pools.
+
+    Parameters
+    ----------
+    options
+        Keyword overrides of ``cellscale.slurm``, with ``cpu=`` and ``gpu=`` dicts for
+        the pool sections.
+    default_log_directory
+        The jobs' log folder when the ``log_directory`` setting is None (see
+        :func:`job_log_directory`).
+
+    Returns
+    -------
+    tuple of dict
+        The common settings (``log_directory`` resolved to an absolute folder), then the
+        ``cpu`` and the ``gpu`` pool's.
+    """
+    options = dict(options)
+    cpu = settings("slurm.cpu", options.pop("cpu", None) or {})
+    gpu = settings("slurm.gpu", options.pop("gpu", None) or {})
+    common = settings("slurm", options, nested=("cpu", "gpu"))
+    common["log_directory"] = job_log_directory(common["log_directory"], default_log_directory)
+    return common, cpu, gpu
 
 
 def slurm_pool_specs(
@@ -138,7 +199,11 @@ def slurm_pool_specs(
 
 
 def slurm_cluster(
-    options: Mapping[str, Any], dashboard_address: str, *, verbose: bool = False
+    options: Mapping[str, Any],
+    dashboard_address: str,
+    *,
+    verbose: bool = False,
+    default_log_directory: str | os.PathLike[str] | None = None,
 ) -> PooledCluster:
     """Start the scheduler here and the ``cpu`` and ``gpu`` pools as SLURM batch jobs.
 
@@ -155,11 +220,11 @@ def slurm_cluster(
     verbose
         Let the scheduler's INFO log lines through; by default only warnings and errors.
         (The workers log to their jobs' output files, in full.)
+    default_log_directory
+        Where the jobs' output files go unless ``log_directory`` says (see
+        :func:`job_log_directory`).
     """
-    options = dict(options)
-    cpu = settings("slurm.cpu", options.pop("cpu", None) or {})
-    gpu = settings("slurm.gpu", options.pop("gpu", None) or {})
-    common = settings("slurm", options, nested=("cpu", "gpu"))
+    common, cpu, gpu = slurm_settings(options, default_log_directory)
     security, worker_security, cleanup = cluster_security(
         common["security"], common["shared_temp_directory"]
     )

@@ -79,6 +79,7 @@ def start_cluster(
     dashboard_address: str | None = None,
     quiet: bool = False,
     verbose: bool | None = None,
+    default_log_directory: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> ClusterClient:
     """Start a dask cluster with a CPU and a GPU worker pool and return its client.
@@ -104,7 +105,8 @@ def start_cluster(
         ``cpu`` pool's jobs run :class:`dask_jobqueue.SLURMCluster`'s worker command, the
         ``gpu`` pool's jobs ask for GPUs (``gpu_directive``) and run one worker per GPU
         with ``--resources GPU=1``. Options: ``queue``, ``account``, ``walltime``,
-        ``interface``, ``local_directory``, ``log_directory``, ``job_script_prologue``,
+        ``interface``, ``local_directory``, ``log_directory`` (the folder of the jobs'
+        ``#SBATCH -o`` / ``-e`` files; see ``default_log_directory``), ``job_script_prologue``,
         ``job_extra_directives``, ``python``, ``death_timeout``, ``lifetime_margin``,
         ``lifetime_stagger``, ``lifetime_restart``, ``security``,
         ``shared_temp_directory``, ``explain_pending_after`` (a job still pending after
@@ -122,6 +124,10 @@ def start_cluster(
         Show distributed's INFO log lines (scheduler, nanny and worker start-up and
         shutdown) on stderr; by default only its warnings and errors are shown. Default:
         ``cellscale.cluster.verbose``.
+    default_log_directory
+        SLURM only: where the jobs write their output files when ``log_directory`` is not
+        set (neither as a keyword nor in the config); :func:`cellscale.run` passes its
+        output folder's ``logs/``. Default: ``~/.cellscale/slurm-logs``.
 
     Returns
     -------
@@ -147,7 +153,12 @@ def start_cluster(
     elif kind == "slurm":
         from cellscale.cluster._slurm import slurm_cluster
 
-        cluster = slurm_cluster(options, address, verbose=bool(s["verbose"]))
+        cluster = slurm_cluster(
+            options,
+            address,
+            verbose=bool(s["verbose"]),
+            default_log_directory=default_log_directory,
+        )
         remote_user = True
     else:
         raise ValueError(f"cluster kind must be 'local' or 'slurm', got {kind!r}")

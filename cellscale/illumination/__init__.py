@@ -7,7 +7,7 @@ pass, by CellProfiler's robust average (``"mean"``) or BaSiC (``"basic"``);
 
 Examples
 --------
->>> from cellscale.testing import synthetic_plate
+>>> from cellscale.synthetic import synthetic_plate
 >>> plate = synthetic_plate(wells=8, fields=2, n_z=1, shape=(64, 64), cells_per_field=4)
 >>> model = fit_illumination(plate, progress=False)
 >>> corrected = correct_illumination(plate, model)

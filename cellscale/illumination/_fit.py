@@ -100,7 +100,7 @@ def fit_illumination(
 
     Examples
     --------
-    >>> from cellscale.testing import synthetic_plate
+    >>> from cellscale.synthetic import synthetic_plate
     >>> plate = synthetic_plate(wells=8, fields=2, n_z=1, shape=(64, 64), cells_per_field=4)
     >>> model = fit_illumination(plate, "nuclei", progress=False)
     >>> model.channels, model.shape, model.provenance["fields"]

@@ -10,14 +10,12 @@ reads only the small ledger arrays, never pixels.
 
 from __future__ import annotations
 
-import functools
 import html
 import os
 import threading
 from collections.abc import Sequence
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
@@ -25,6 +23,7 @@ import zarr
 from cellscale._stages import Ledger
 from cellscale.io._labels import LABELS_KEY
 from cellscale.io._store_setup import LEDGER_NAME, StoreRecord, read_store_record
+from cellscale.pipeline._progress_server import page_server
 from cellscale.plate import split_well
 
 __all__ = ["PROGRESS_PAGE", "ProgressPage", "stage_progress"]
@@ -84,7 +83,8 @@ class ProgressPage:
     Use it as a context manager around the run; leaving the block writes the page a last
     time and stops the server. Reading a ledger while a writer creates it can fail; such a
     snapshot is skipped. With ``serve``, the page is also served on ``127.0.0.1`` at
-    :attr:`url` (port 0: any free port).
+    :attr:`url` (port 0: any free port), and nothing else of the output folder is
+    (:func:`~cellscale.pipeline._progress_server.page_server`).
     """
 
     def __init__(
@@ -97,8 +97,7 @@ class ProgressPage:
         self._thread = threading.Thread(target=self._loop, name="cellscale-progress", daemon=True)
         self._server: ThreadingHTTPServer | None = None
         if serve:
-            handler = functools.partial(_PageHandler, directory=str(out))
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            self._server = page_server(out / PROGRESS_PAGE)
 
     @property
     def url(self) -> str | None:
@@ -201,17 +200,3 @@ td.todo {{ background: #f3f3f3; color: #999; }}
 {body}
 </body></html>
 """
-
-
-class _PageHandler(SimpleHTTPRequestHandler):
-    """Serves the progress page and nothing else, quietly."""
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] not in ("/", f"/{PROGRESS_PAGE}"):
-            self.send_error(404, "only the progress page is served here")
-            return
-        self.path = f"/{PROGRESS_PAGE}"
-        super().do_GET()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return

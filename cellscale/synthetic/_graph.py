@@ -17,15 +17,15 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from cellscale.testing._model import (
+from cellscale.synthetic._model import (
     Recipe,
     field_cells,
     field_rng,
     focal_plane,
     stain_stream,
 )
-from cellscale.testing._phenotype import Phenotype, well_phenotypes
-from cellscale.testing._render import camera, defocus, paint
+from cellscale.synthetic._phenotype import Phenotype, well_phenotypes
+from cellscale.synthetic._render import camera, defocus, paint
 
 __all__ = [
     "COMPARTMENTS",

@@ -12,10 +12,10 @@ import xarray as xr
 from numpy.typing import DTypeLike
 
 from cellscale.plate import build_plate, image_chunks
-from cellscale.testing._graph import image_data
-from cellscale.testing._model import ATTRS_KEY, CellModel, Recipe
-from cellscale.testing._platemap import default_plate_map, resolve_wells
-from cellscale.testing._render import CHANNEL_KINDS
+from cellscale.synthetic._graph import image_data
+from cellscale.synthetic._model import ATTRS_KEY, CellModel, Recipe
+from cellscale.synthetic._platemap import default_plate_map, resolve_wells
+from cellscale.synthetic._render import CHANNEL_KINDS
 
 __all__ = ["DTYPES", "synthetic_plate"]
 
@@ -147,7 +147,7 @@ def synthetic_plate(
 
     Examples
     --------
-    >>> from cellscale.testing import synthetic_plate
+    >>> from cellscale.synthetic import synthetic_plate
     >>> plate = synthetic_plate(wells=2, fields=1, n_z=3, shape=(64, 64), seed=1)
     >>> dict(plate.sizes)
     {'t': 1, 'well': 2, 'field': 1, 'z': 3, 'c': 2, 'y': 64, 'x': 64}

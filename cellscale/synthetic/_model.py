@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from cellscale.plate import PlateError, row_index, split_well
-from cellscale.testing._cells import CellLayout, Raster, draw_layout, rasterize
-from cellscale.testing._phenotype import Phenotype
-from cellscale.testing._render import CHANNEL_KINDS
+from cellscale.synthetic._cells import CellLayout, Raster, draw_layout, rasterize
+from cellscale.synthetic._phenotype import Phenotype
+from cellscale.synthetic._render import CHANNEL_KINDS
 
 __all__ = ["ATTRS_KEY", "CellModel", "Recipe", "field_cells", "field_rng", "focal_plane"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cellscale.testing._phenotype import Phenotype
+from cellscale.synthetic._phenotype import Phenotype
 
 __all__ = ["OUTSIDE", "CellLayout", "Raster", "draw_layout", "rasterize"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage, special
 
-from cellscale.testing._cells import CellLayout, Raster
+from cellscale.synthetic._cells import CellLayout, Raster
 
 __all__ = ["CAMERA_OFFSET", "CHANNEL_KINDS", "camera", "defocus", "illumination_truth", "paint"]
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cellscale.testing._graph import LABEL_DIMS, field_units, label_data
-from cellscale.testing._model import Recipe, field_layout, focal_plane
+from cellscale.synthetic._graph import LABEL_DIMS, field_units, label_data
+from cellscale.synthetic._model import Recipe, field_layout, focal_plane
 
 __all__ = ["synthetic_cells", "synthetic_focal_planes", "synthetic_labels"]
 
@@ -40,7 +40,7 @@ def synthetic_labels(plate: xr.DataArray, *, compartment: str = "cell") -> xr.Da
 
     Examples
     --------
-    >>> from cellscale.testing import synthetic_plate
+    >>> from cellscale.synthetic import synthetic_plate
     >>> plate = synthetic_plate(wells=1, fields=1, n_z=1, shape=(64, 64), seed=3)
     >>> synthetic_labels(plate).dims
     ('t', 'well', 'field', 'y', 'x')

@@ -8,7 +8,7 @@ from typing import Any
 import xarray as xr
 
 from cellscale.io import open_plate, write_plate
-from cellscale.testing._synthetic import synthetic_plate
+from cellscale.synthetic._synthetic import synthetic_plate
 
 __all__ = ["write_synthetic_plate"]
 
@@ -49,7 +49,7 @@ def write_synthetic_plate(
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from cellscale.testing import write_synthetic_plate
+    >>> from cellscale.synthetic import write_synthetic_plate
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> plate = write_synthetic_plate(folder / "p.zarr", wells=2, fields=1, shape=(32, 32))
     >>> plate.sizes["well"]

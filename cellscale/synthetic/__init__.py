@@ -1,0 +1,42 @@
+"""Synthetic screens: deterministic, lazy plates of cells with known ground truth.
+
+:func:`synthetic_plate` makes a deterministic, lazy plate of cells of any size whose
+phenotypes follow a plate map (:func:`default_plate_map`, :func:`plate_wells`,
+:data:`PLATE_FORMATS`); :func:`synthetic_labels`, :func:`synthetic_cells` and
+:func:`synthetic_focal_planes` give its ground truth, :func:`illumination_truth` its
+flatfield (and :data:`CAMERA_OFFSET` its darkfield), and :func:`write_synthetic_plate`
+streams one to an OME-Zarr store for plates larger than memory; :func:`blob_field` is a
+single field of bright blobs for segmenters. The demo, the pipeline's
+``synthetic`` plates, the tests and the benchmarks all draw their screens from here.
+"""
+
+from cellscale.synthetic._blobs import blob_field
+from cellscale.synthetic._model import CellModel
+from cellscale.synthetic._platemap import (
+    DEFAULT_CONCENTRATIONS,
+    PLATE_FORMATS,
+    default_plate_map,
+    plate_wells,
+)
+from cellscale.synthetic._render import CAMERA_OFFSET, CHANNEL_KINDS, illumination_truth
+from cellscale.synthetic._synthetic import DTYPES, synthetic_plate
+from cellscale.synthetic._truth import synthetic_cells, synthetic_focal_planes, synthetic_labels
+from cellscale.synthetic._write import write_synthetic_plate
+
+__all__ = [
+    "CAMERA_OFFSET",
+    "CHANNEL_KINDS",
+    "DEFAULT_CONCENTRATIONS",
+    "DTYPES",
+    "PLATE_FORMATS",
+    "CellModel",
+    "blob_field",
+    "default_plate_map",
+    "illumination_truth",
+    "plate_wells",
+    "synthetic_cells",
+    "synthetic_focal_planes",
+    "synthetic_labels",
+    "synthetic_plate",
+    "write_synthetic_plate",
+]
