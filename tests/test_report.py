@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from cellscale.pipeline import _report
-from cellscale.pipeline._report import (
+from cellscale import plots
+from cellscale.report import (
     Gallery,
     Overlay,
     ReportInputs,
@@ -170,11 +170,38 @@ def test_sections_in_order(report: tuple[Path, str]) -> None:
 def test_data_text_is_escaped(report: tuple[Path, str]) -> None:
     _, text = report
     assert "<script>" not in text
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; stage failed" in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; stage failed" in text
     assert "<title>Screen &lt;A&amp;B&gt;</title>" in text
     assert "random weights &amp; no download" in text
     problems = text[text.index('<div class="problems">') :]
     assert problems.index("stage failed") < problems.index("</div>")
+
+
+def test_plate_and_treatment_names_are_escaped(tmp_path: Path) -> None:
+    inputs = _inputs()
+    plate = {"P1": "<script>P1</script>", "P2": "P2"}
+    cells = inputs.cells.assign(
+        Metadata_Plate=inputs.cells["Metadata_Plate"].map(plate),
+        Metadata_treatment=inputs.cells["Metadata_treatment"].replace("drug", "<script>drug"),
+    )
+    assert inputs.field_quality is not None
+    quality = inputs.field_quality.assign(
+        Metadata_Plate=inputs.field_quality["Metadata_Plate"].map(plate)
+    )
+    gallery = Gallery("<script>drug 10 µM", np.ones((2, 8, 8)))
+    index = write_report(
+        tmp_path / "report", _inputs(cells=cells, field_quality=quality, galleries=[gallery])
+    )
+    text = index.read_text(encoding="utf-8")
+    assert "<script" not in text
+    assert "&lt;script&gt;P1&lt;/script&gt;" in text
+    page = _Page(text)  # unescaped again, the names read as they were written
+    rows = page.table("plate", "well", "treatment")
+    assert {r["plate"] for r in rows} == {"<script>P1</script>", "P2"}
+    assert {r["treatment"] for r in rows} == {"DMSO", "<script>drug"}
+    captions = [alt for _, alt in page.images]
+    assert "cells per well (all 2 time points), plate <script>P1</script>" in captions
+    assert "crop gallery: <script>drug 10 µM (2 crops)" in captions
 
 
 def test_per_well_table_lists_every_well(report: tuple[Path, str]) -> None:
@@ -279,7 +306,7 @@ def test_failed_write_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.M
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(_report.plots, "pca_scatter", broken)
+    monkeypatch.setattr(plots, "pca_scatter", broken)
     with pytest.raises(RuntimeError, match="drawing failed"):
         write_report(folder, _inputs(title="second"))
     assert "<h1>first</h1>" in (folder / "index.html").read_text(encoding="utf-8")

@@ -1,0 +1,30 @@
+"""The run's report: one HTML page with its PNG figures, opened from disk after a run.
+
+:func:`write_report` renders ``index.html`` from one jinja2 template (inline CSS, no
+scripts, nothing fetched from the network, every string escaped) and writes
+``figures/*.png`` beside it: what went wrong first, then cells and focus per well on each
+plate, image quality (QC maps, flag counts, flagged fields), the illumination models,
+segmentation overlays, crop galleries, the PCA of the profiles, per-well and
+per-condition summaries, and the time each stage took. :class:`ReportInputs` holds what
+it shows; the figure functions that draw it live in small private modules.
+"""
+
+from cellscale.report._inputs import (
+    Figures,
+    Gallery,
+    Overlay,
+    ReportInputs,
+    StageRecord,
+    Thumbnail,
+)
+from cellscale.report._write import write_report
+
+__all__ = [
+    "Figures",
+    "Gallery",
+    "Overlay",
+    "ReportInputs",
+    "StageRecord",
+    "Thumbnail",
+    "write_report",
+]

@@ -1,0 +1,136 @@
+"""Plotted figures: plate maps of cells and focus, QC maps, illumination models and the PCA.
+
+Each function draws with :mod:`cellscale.plots`, saves the PNGs in the figures folder
+(at :data:`DPI`) and returns them as a :class:`~cellscale.report._page.Panel`, with a
+sentence for each figure it had to skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cellscale import plots
+from cellscale.report._inputs import Figures
+from cellscale.report._page import Panel, Tile, png_name
+from cellscale.report._tables import FIELD_KEYS
+
+__all__ = ["illumination_figures", "pca_figures", "plate_figures", "qc_figures"]
+
+#: Resolution of the PNG plots.
+DPI = 100
+
+_QC_MAPS = {
+    "focus_laplacian_norm": "focus (variance of the Laplacian / signal²)",
+    "signal_to_background": "signal to background",
+    "flagged": "fraction of fields flagged",
+}
+
+
+def plate_figures(
+    cells: pd.DataFrame, field_quality: pd.DataFrame | None, folder: Path
+) -> tuple[Panel, Panel]:
+    """Per plate, maps of the cells per well and of the mean focus score per well."""
+    counts = _cells_per_well(cells, field_quality)
+    if counts.empty:
+        skipped = "No cells and no field table: the cells-per-well maps are skipped."
+        per_well = Panel(skipped=(skipped,))
+    else:
+        times = cells["Metadata_Timepoint"].nunique() if len(cells) else 0
+        what = f"cells per well (all {times} time points)" if times > 1 else "cells per well"
+        per_well = _plate_maps(counts, "cells", what, "cells-per-well", folder)
+    if field_quality is None or field_quality.empty:
+        return per_well, Panel(skipped=("No field quality table: the focus maps are skipped.",))
+    focus = field_quality.groupby(FIELD_KEYS[:2])["focus_score"].mean()
+    return per_well, _plate_maps(
+        focus, "mean focus score", "mean focus score per well", "focus", folder
+    )
+
+
+def _cells_per_well(cells: pd.DataFrame, field_quality: pd.DataFrame | None) -> pd.Series:
+    """Cells per (plate, well), with 0 for wells of the field table that have none."""
+    wells = FIELD_KEYS[:2]
+    counts = cells.groupby(wells).size() if len(cells) else pd.Series(dtype=float)
+    if field_quality is not None and len(field_quality):
+        imaged = pd.MultiIndex.from_frame(field_quality[wells].drop_duplicates())
+        counts = counts.reindex(counts.index.union(imaged) if len(counts) else imaged, fill_value=0)
+    return counts
+
+
+def _plate_maps(values: pd.Series, label: str, what: str, kind: str, folder: Path) -> Panel:
+    tiles = []
+    for i, (plate, per_well) in enumerate(values.groupby(level=0, sort=True), start=1):
+        name = png_name(kind, i, str(plate))
+        _save(plots.plate_heatmap(per_well.droplevel(0), label=label), folder / name)
+        tiles.append(Tile(name, f"{what}, plate {plate}", f"Plate {plate}: {what}"))
+    return Panel(tuple(tiles))
+
+
+def qc_figures(table: pd.DataFrame, channel: str | None, folder: Path) -> Panel:
+    """Per plate, the :data:`_QC_MAPS` of ``channel`` (any channel if the table lacks it)."""
+    chosen = table[table["channel"] == channel] if channel in set(table["channel"]) else table
+    tiles = []
+    for p, (plate, rows) in enumerate(chosen.groupby("Metadata_Plate", sort=True), start=1):
+        rows = rows[rows["t"] == rows["t"].min()]
+        shown = str(rows["channel"].iloc[0])
+        for column, what in _QC_MAPS.items():
+            name = png_name(f"qc-{column}", p, str(plate))
+            figure = plots.qc_heatmap(rows, column, channel=shown, title=f"{plate}: {what}")
+            _save(figure, folder / name)
+            tiles.append(Tile(name, f"{what}, plate {plate}", f"Plate {plate} · {shown}: {what}"))
+    return Panel(tuple(tiles))
+
+
+def illumination_figures(models: Sequence[Figures], folder: Path) -> Panel:
+    """Each plate's illumination model, as drawn by the caller."""
+    if not models:
+        return Panel(skipped=("No illumination correction (illumination.method is null).",))
+    tiles = []
+    for i, model in enumerate(models, start=1):
+        name = png_name("illumination", i, model.title)
+        _save(model.figure, folder / name)
+        tiles.append(Tile(name, model.title, model.title))
+    return Panel(tuple(tiles))
+
+
+def pca_figures(cells: pd.DataFrame, scores: np.ndarray, ratio: np.ndarray, folder: Path) -> Panel:
+    """PC1 against PC2 coloured by treatment, time and concentration; explained variance."""
+    skipped = []
+    tiles = []
+    if len(cells) == 0:
+        skipped.append("No cells: the PCA scatter plots are skipped.")
+    elif np.shape(scores)[1] < 2:
+        skipped.append("Fewer than two components: the PCA scatter plots are skipped.")
+    else:
+        for i, (column, label, values) in enumerate(_colourings(cells), start=1):
+            if values is None:
+                skipped.append(f"No {column} column: the PCA scatter by {label} is skipped.")
+                continue
+            name = png_name("pca", i, column.removeprefix("Metadata_"))
+            _save(plots.pca_scatter(scores, values, label=label), folder / name)
+            tiles.append(Tile(name, f"PC1 against PC2 by {label}", f"PC1 vs PC2 by {label}"))
+    if len(ratio):
+        name = "explained-variance.png"
+        _save(plots.explained_variance(ratio), folder / name)
+        tiles.append(Tile(name, "explained variance per component", "Explained variance"))
+    else:
+        skipped.append("No components: the explained-variance plot is skipped.")
+    return Panel(tuple(tiles), tuple(skipped))
+
+
+def _colourings(cells: pd.DataFrame) -> list[tuple[str, str, pd.Series | None]]:
+    """(column, label, values or None when the column is absent) for each PCA colouring."""
+    time = pd.to_numeric(cells["Metadata_Timepoint"]) / 3600
+    return [
+        ("Metadata_treatment", "treatment", cells.get("Metadata_treatment")),
+        ("Metadata_Timepoint", "time (h)", time),
+        ("Metadata_concentration", "concentration (µM)", cells.get("Metadata_concentration")),
+    ]
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.savefig(path, dpi=DPI)
