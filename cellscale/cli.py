@@ -110,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
         "--fill-missing", action="store_true", help="fill missing images of present fields with 0"
     )
     ingest.add_argument(
+        "--on-nonfinite",
+        choices=["raise", "keep"],
+        default="raise",
+        help="what to do with floating-point images holding NaN or infinite pixels: name the "
+        "file and stop, or keep them as they are (QC then flags them 'nonfinite')",
+    )
+    ingest.add_argument(
         "--project-z",
         choices=["max"],
         default=None,
@@ -235,6 +242,7 @@ def _ingest(args: argparse.Namespace) -> None:
         rgb=args.rgb,
         name=args.name,
         project_z=args.project_z,
+        on_nonfinite=args.on_nonfinite,
         version=args.ngff_version,
         levels=args.levels,
         overwrite=args.overwrite,

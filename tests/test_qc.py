@@ -160,7 +160,7 @@ def test_other_thresholds_flag_again(table: pd.DataFrame) -> None:
 def test_table_columns_and_order(table: pd.DataFrame) -> None:
     keys = ["Metadata_Plate", "t", "well", "field", "channel"]
     plate_map = ["treatment", "concentration", "control"]
-    flags = ["blurry", "saturated", "empty", "dim", "flagged"]
+    flags = ["blurry", "saturated", "empty", "dim", "nonfinite", "flagged"]
     assert list(table.columns) == [*keys, *plate_map, *METRICS, *flags]
     assert len(table) == len(WELLS) * 3 * 2
     assert table[["well", "field", "channel"]].iloc[:3].values.tolist() == [

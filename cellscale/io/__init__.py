@@ -1,5 +1,6 @@
 """Reading and writing plates: OME-Zarr HCS plates and TIFF-folder ingest."""
 
+from cellscale.io._access import UnreadableError
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._hcs_write import write_plate
 from cellscale.io._htd import HtdInfo, read_htd
@@ -13,6 +14,7 @@ from cellscale.io._verify import VerifyReport, verify_plate
 __all__ = [
     "FilePattern",
     "HtdInfo",
+    "UnreadableError",
     "VerifyReport",
     "cellprofiler",
     "imagexpress",

@@ -59,11 +59,15 @@ def not_a_plate(path: Path) -> PlateError:
 
 
 def did_you_mean(path: Path) -> str:
-    """``"; did you mean <sibling>?"`` for a missing path with a similar sibling, else ``""``."""
+    """``"; did you mean <sibling>?"`` for a missing path with a similar sibling, else ``""``.
+
+    ``""`` also where the parent folder cannot be listed: the hint is no reason to fail.
+    """
     folder = path.parent
-    if not folder.is_dir():
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
         return ""
-    names = [entry.name for entry in os.scandir(folder)]
     close = difflib.get_close_matches(path.name, names, n=1)
     return f"; did you mean {folder / close[0]}?" if close else ""
 

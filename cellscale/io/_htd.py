@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellscale.io._access import open_source
+
 __all__ = ["HtdInfo", "read_htd"]
 
 # MetaXpress separates the lines of the description with C1 control bytes (0x82 0x81).
@@ -57,9 +59,15 @@ def read_htd(path: str | Path) -> HtdInfo:
     -------
     HtdInfo
         Plate format, wavelength names and planned dimensions.
+
+    Raises
+    ------
+    UnreadableError
+        If the file cannot be opened.
     """
     path = Path(path)
-    entries = _entries(path.read_text(encoding="latin-1"))
+    with open_source(path) as handle:
+        entries = _entries(handle.read().decode("latin-1"))
     waves = {
         f"w{key[len('WaveName') :]}": values[0]
         for key, values in entries.items()

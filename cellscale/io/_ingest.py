@@ -30,6 +30,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale._stages import names_digest, unit_token
+from cellscale.io._access import unreadable
 from cellscale.io._acquisition_axes import Position, time_offsets, z_positions
 from cellscale.io._channel_layout import probe_channels
 from cellscale.io._channel_names import channel_names, instrument_names, natural_key
@@ -37,7 +38,7 @@ from cellscale.io._htd import HtdInfo, read_htd
 from cellscale.io._instrument_meta import read_file_meta
 from cellscale.io._patterns import Discovery, FilePattern, ImageFile, discover, resolve_pattern
 from cellscale.io._platemap import check_plate_map, read_plate_map
-from cellscale.io._tiff import ChunkSpec, PlaneRef, TiffLayout, read_chunk
+from cellscale.io._tiff import ChunkSpec, NonFinite, PlaneRef, TiffLayout, read_chunk
 from cellscale.io._z_source import (
     ZProjection,
     check_project_z,
@@ -63,6 +64,7 @@ def read_tiff_plate(
     rgb: int | None = None,
     name: str | None = None,
     project_z: ZProjection | None = None,
+    on_nonfinite: NonFinite = "raise",
 ) -> xr.DataArray:
     """Read a folder of TIFFs as a lazy plate, without reading any pixels.
 
@@ -101,6 +103,12 @@ def read_tiff_plate(
         a channel has both, the pattern decides (planes for ``"imagexpress"``, the
         projection for ``"imagexpress-projection"``). ``attrs["z_projection"]`` says
         which each channel got. ``None`` (default) keeps the planes.
+    on_nonfinite
+        What reading a floating-point image with NaN or infinite pixels does:
+        ``"raise"`` (default) names the file, its position and how many pixels are not
+        finite; ``"keep"`` keeps them as they are (:func:`cellscale.qc` flags such
+        images ``nonfinite``). Each plane is checked as it is read, so nothing is read
+        twice.
 
     Returns
     -------
@@ -115,13 +123,18 @@ def read_tiff_plate(
 
     Raises
     ------
+    UnreadableError
+        For a folder of the source that cannot be listed or a file that cannot be
+        opened (a file's pixels, when they are read), naming it.
     PlateError
         For unmatched files (unless allowed), duplicate positions, missing images,
-        channels that differ in shape or dtype, and unreadable files; the message
-        names the files and positions at fault.
+        channels that differ in shape or dtype, unreadable files and (when pixels are
+        read) NaN or infinite pixels; the message names the files and positions at
+        fault.
     """
     pat = resolve_pattern(pattern)
     check_project_z(project_z)
+    _check_on_nonfinite(on_nonfinite)
     found = discover(source, pat)
     _report_unmatched(found, on_unmatched)
     if not found.files:
@@ -138,7 +151,7 @@ def read_tiff_plate(
     chosen, names = _choose_channels(ids, default, found, channels)
     grid = _Grid.build(planes, chosen, project=project_z is not None)
     grid.check_complete(fill_missing)
-    data = _lazy_array(grid, layouts, references, rgb)
+    data = _lazy_array(grid, layouts, references, rgb, on_nonfinite)
     z = None if grid.project else z_positions(grid.planes, grid.z, meta)
     t = time_offsets(grid.planes, grid.t, meta)
     attrs = _attrs(found, pat, htd, files, names, rgb, fill_missing, project_z)
@@ -176,6 +189,7 @@ def ingest(
     rgb: int | None = None,
     name: str | None = None,
     project_z: ZProjection | None = None,
+    on_nonfinite: NonFinite = "raise",
     version: str | None = None,
     codec: str | None = None,
     clevel: int | None = None,
@@ -196,6 +210,9 @@ def ingest(
     ----------
     source, pattern, plate_map, channels, fill_missing, on_unmatched, rgb, name, project_z
         As for :func:`read_tiff_plate`.
+    on_nonfinite
+        As for :func:`read_tiff_plate`: by default a floating-point image with NaN or
+        infinite pixels fails its field, naming the file; ``"keep"`` writes them.
     out
         The ``.zarr`` plate to write.
     version, codec, clevel, levels, overwrite, verify, client, progress
@@ -226,6 +243,7 @@ def ingest(
         rgb=rgb,
         name=name,
         project_z=project_z,
+        on_nonfinite=on_nonfinite,
     )
     return write_plate(
         plate,
@@ -252,9 +270,21 @@ def _report_unmatched(found: Discovery, on_unmatched: str) -> None:
     warnings.warn(message, UserWarning, stacklevel=3)
 
 
+def _check_on_nonfinite(on_nonfinite: str) -> None:
+    if on_nonfinite not in ("raise", "keep"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'keep', got {on_nonfinite!r}")
+
+
 def _stat_files(files: list[ImageFile]) -> dict[Path, os.stat_result]:
     """Each file's size and modification time, as found now."""
-    return {f.path: f.path.stat() for f in files}
+    return {f.path: _stat(f.path) for f in files}
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as err:
+        raise unreadable(path, err, "file") from err
 
 
 def _expand(
@@ -414,14 +444,19 @@ def _well_order(well: str) -> tuple[int, str, int]:
 
 
 def _lazy_array(
-    grid: _Grid, layouts: dict[str, TiffLayout], references: dict[str, str], rgb: int | None
+    grid: _Grid,
+    layouts: dict[str, TiffLayout],
+    references: dict[str, str],
+    rgb: int | None,
+    on_nonfinite: NonFinite,
 ) -> da.Array:
     """One dask task per (t, well, field, c) image, in a single graph layer.
 
     The layer's name is a token of the files' names and pages, the channels, the image
     shape and dtype and whether Z is projected: files that are later fixed in place
     keep the name, so a plate written from them resumes (each unit's ``unit_token``
-    tells a changed file).
+    tells a changed file). ``on_nonfinite`` is left out: it decides whether a read
+    fails, never what it gives, so a run that failed on NaN resumes with ``"keep"``.
     """
     first = layouts[grid.channels[0].split("#")[0]]
     dtype = first.dtype
@@ -445,6 +480,8 @@ def _lazy_array(
                         layouts[file_c],
                         file_c,
                         max_project=grid.project,
+                        position=f"t={t} well {well} field {fld}",
+                        on_nonfinite=on_nonfinite,
                     )
                     layer[(name, ti, wi, fi, 0, ci, 0, 0)] = (read_chunk, spec)
     chunks = (

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from cellscale.io._access import unreadable, walk_source
 from cellscale.io._diagnose import did_you_mean
 from cellscale.plate import PlateError, format_well, normalize_well
 
@@ -286,18 +287,24 @@ def discover(source: str | Path, pattern: FilePattern) -> Discovery:
     ------
     FileNotFoundError
         If ``source`` does not exist.
+    UnreadableError
+        If ``source`` or a folder under it cannot be listed (naming it).
     PlateError
         If ``source`` is a file, if it holds several plates (naming each plate's
         folder), or if two files read as one position because the pattern lacks a
         group (naming the files and the groups it has).
     """
     root = Path(source)
-    if root.is_file():
+    try:
+        is_file, is_dir = root.is_file(), root.is_dir()
+    except OSError as err:
+        raise unreadable(root, err, "folder") from err
+    if is_file:
         raise PlateError(f"{root} is a file; pass the folder that holds it ({root.parent})")
-    if not root.is_dir():
+    if not is_dir:
         raise FileNotFoundError(f"source folder {root} does not exist{did_you_mean(root)}")
     found = Discovery(root, pattern, [], [], [], [])
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_source(root):
         dirnames.sort()
         has_zsteps = pattern.zstep_folders and any(_ZSTEP_DIR.match(d) for d in dirnames)
         for filename in sorted(filenames):

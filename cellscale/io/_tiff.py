@@ -11,15 +11,18 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tifffile
 
+from cellscale.io._access import open_source
 from cellscale.io._instrument_meta import metaxpress_props
 from cellscale.plate import PlateError
 
 __all__ = [
     "ChunkSpec",
+    "NonFinite",
     "PlaneRef",
     "TiffLayout",
     "file_layout",
@@ -33,6 +36,9 @@ IN_FILE_AXES = ("Z", "C")
 """Axes a multi-image file (e.g. an ImageJ hyperstack) may hold besides Y and X."""
 
 _SAMPLE_AXES = frozenset("YXS")
+
+NonFinite = Literal["raise", "keep"]
+"""What ingest does with NaN and infinite pixels: refuse them, or keep them as they are."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,11 @@ class ChunkSpec:
         The channel's id, for messages.
     max_project
         Read the image as one plane: the maximum over ``planes``.
+    position
+        The image's plate position (``"t=1 well B03 field 2"``), for messages.
+    on_nonfinite
+        ``"raise"``: a floating-point plane with NaN or infinite pixels is an error
+        naming its file; ``"keep"``: such pixels are read as they are.
     """
 
     planes: tuple[PlaneRef | None, ...]
@@ -137,6 +148,8 @@ class ChunkSpec:
     layout: TiffLayout | None = None
     channel: str = ""
     max_project: bool = False
+    position: str = ""
+    on_nonfinite: NonFinite = "raise"
 
 
 def probe_tiff(path: str | Path) -> TiffLayout:
@@ -144,12 +157,14 @@ def probe_tiff(path: str | Path) -> TiffLayout:
 
     Raises
     ------
+    UnreadableError
+        If the file cannot be opened.
     PlateError
         If the file cannot be parsed, or holds axes other than Z and C besides Y, X
         and colour samples.
     """
     try:
-        with tifffile.TiffFile(path) as tif:
+        with open_source(path) as handle, tifffile.TiffFile(handle) as tif:
             return file_layout(tif, path)
     except PlateError:
         raise
@@ -251,13 +266,18 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
 
     With ``spec.max_project`` the image is one plane (``z`` of 1), the maximum of the
     planes, read one at a time. Every file is checked against the channel's page
-    layout and against the size and modification time it had when the plate was read.
+    layout and against the size and modification time it had when the plate was read,
+    and every floating-point plane for NaN and infinite pixels (unless
+    ``spec.on_nonfinite == "keep"``).
 
     Raises
     ------
+    UnreadableError
+        Naming the file that cannot be opened.
     PlateError
         Naming the file that cannot be read, whose pages differ from the channel's, that
-        changed since the plate was read, or whose plane does not fit the plate.
+        changed since the plate was read, whose plane does not fit the plate, or whose
+        plane holds NaN or infinite pixels (with their count).
     """
     depth = 1 if spec.max_project else len(spec.planes)
     shape = (1, 1, 1, depth, 1, *spec.shape)
@@ -265,12 +285,15 @@ def read_chunk(spec: ChunkSpec) -> np.ndarray:
     out = np.empty(shape, spec.dtype) if complete else np.zeros(shape, spec.dtype)
     image = out[0, 0, 0, :, 0]
     scratch = np.empty(spec.shape, spec.dtype) if spec.max_project else None
+    check_finite = spec.on_nonfinite == "raise" and np.dtype(spec.dtype).kind in "fc"
     with ExitStack() as stack:
         opened: dict[str, tifffile.TiffFile] = {}
         present = [(z, ref) for z, ref in enumerate(spec.planes) if ref is not None]
         for n, (z, ref) in enumerate(present):
             target = image[z] if scratch is None else image[0] if n == 0 else scratch
             _read_checked(stack, opened, ref, spec, target)
+            if check_finite:
+                _check_finite(target, ref, spec)
             if target is scratch:
                 np.maximum(image[0], scratch, out=image[0])
     return out
@@ -286,7 +309,8 @@ def _read_checked(
     """Read plane ``ref`` into ``out``, opening and checking its file on first use."""
     try:
         if ref.path not in opened:
-            opened[ref.path] = stack.enter_context(tifffile.TiffFile(ref.path))
+            handle = stack.enter_context(open_source(ref.path))
+            opened[ref.path] = stack.enter_context(tifffile.TiffFile(handle))
             _check_file(opened[ref.path], ref, spec)
         read_plane(opened[ref.path], ref, spec, out)
     except PlateError:
@@ -312,3 +336,17 @@ def _check_file(tif: tifffile.TiffFile, ref: PlaneRef, spec: ChunkSpec) -> None:
             f"hold {spec.layout.describe()} like {spec.reference}: every file of a channel "
             "needs the same page layout, so this file's planes would be lost"
         )
+
+
+def _check_finite(plane: np.ndarray, ref: PlaneRef, spec: ChunkSpec) -> None:
+    """Raise naming the file, position and count if ``plane`` has NaN or infinite pixels."""
+    if np.isfinite(plane).all():
+        return
+    n_nan = int(np.count_nonzero(np.isnan(plane)))
+    n_inf = int(np.count_nonzero(np.isinf(plane)))
+    at = f" ({spec.position} channel {spec.channel!r})" if spec.position else ""
+    raise PlateError(
+        f"{ref.path}{at}: {n_nan + n_inf} of {plane.size} pixels are not finite ({n_nan} NaN, "
+        f"{n_inf} infinite); pass on_nonfinite='keep' (--on-nonfinite keep) to ingest them "
+        "as they are (cellscale.qc flags such images 'nonfinite')"
+    )

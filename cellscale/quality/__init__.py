@@ -1,8 +1,9 @@
 """Image quality control: focus, saturation and intensity of every image, and flags.
 
 :func:`qc` measures every image of a plate in one pass and flags the blurry, saturated,
-empty and dim ones (:class:`QCThresholds`); :func:`flagged_fields` lists the fields to
-leave out downstream; :func:`write_qc` and :func:`read_qc` keep the table as Parquet.
+empty and dim ones (:class:`QCThresholds`) and those with NaN or infinite pixels;
+:func:`flagged_fields` lists the fields to leave out downstream; :func:`write_qc` and
+:func:`read_qc` keep the table as Parquet.
 """
 
 from cellscale.quality._flags import QCThresholds, flag_images

@@ -1,15 +1,16 @@
-"""QC flags: which images are blurry, saturated, empty or dim, judged by plate and channel.
+"""QC flags: which images are blurry, saturated, empty, dim or not finite, by plate and channel.
 
-Apart from saturation, which is an absolute fraction of pixels, every flag marks an image
-whose robust z-score ``(x - median) / (1.4826 MAD)`` falls below a threshold, the median
-and MAD (median absolute deviation) taken over the images of the same plate and channel.
+Apart from saturation (an absolute fraction of pixels) and ``nonfinite``, every flag marks
+an image whose robust z-score ``(x - median) / (1.4826 MAD)`` falls below a threshold, the
+median and MAD (median absolute deviation) taken over the images of the same plate and channel.
 The scores are computed on logarithms, since the measures are positive and heavy-tailed,
 and their spread is never taken as less than ``QCThresholds.min_spread``: with few images,
 or images much alike, the MAD alone would make small differences look like outliers.
 
 Blur, emptiness and dimness each lower the peaks of an image, so an image gets the first
 of ``blurry``, ``empty``, ``dim`` that applies and not the others: the flag names its
-likeliest cause. ``saturated`` is judged on its own.
+likeliest cause. ``saturated`` is judged on its own, and so is ``nonfinite``: any NaN or
+infinite pixel (kept by ``ingest(on_nonfinite="keep")``) flags its image.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = ["FLAGS", "MAD_SCALE", "QCThresholds", "flag_images", "robust_z"]
 MAD_SCALE = 1.4826
 """Makes the MAD of normally distributed values estimate their standard deviation."""
 
-FLAGS = ("blurry", "saturated", "empty", "dim")
+FLAGS = ("blurry", "saturated", "empty", "dim", "nonfinite")
 """The flag columns, before ``flagged`` (any of them)."""
 
 _GROUPS = ["Metadata_Plate", "channel"]
@@ -54,6 +55,9 @@ class QCThresholds:
         The least spread (robust standard deviation) of the logarithms that the z-scores
         divide by: 0.1 means that, at the default -3, nothing less than about 26 % below
         the median is flagged however alike the other images are.
+
+    An image with any NaN or infinite pixel (``nonfinite_fraction`` above 0) is always
+    flagged ``nonfinite``; no threshold changes that.
 
     Examples
     --------
@@ -119,9 +123,9 @@ def flag_images(table: pd.DataFrame, thresholds: QCThresholds | None = None) -> 
     Returns
     -------
     pandas.DataFrame
-        A copy with ``blurry``, ``saturated``, ``empty``, ``dim`` and ``flagged`` (any of
-        them) set, each rule as described by :class:`QCThresholds`. Images whose measure
-        is undefined (``nan``) are not flagged by it.
+        A copy with ``blurry``, ``saturated``, ``empty``, ``dim``, ``nonfinite`` and
+        ``flagged`` (any of them) set, each rule as described by :class:`QCThresholds`.
+        Images whose measure is undefined (``nan``) are not flagged by it.
     """
     limits = thresholds if thresholds is not None else QCThresholds()
     out = table.drop(columns=[*FLAGS, "flagged"], errors="ignore")
@@ -133,6 +137,7 @@ def flag_images(table: pd.DataFrame, thresholds: QCThresholds | None = None) -> 
     out["saturated"] = out["saturated_fraction"].to_numpy() > limits.saturated
     out["empty"] = empty
     out["dim"] = (_scores(out, "signal", spread) < limits.dim) & ~blurry & ~empty
+    out["nonfinite"] = out["nonfinite_fraction"].to_numpy() > 0
     out["flagged"] = out[list(FLAGS)].any(axis=1)
     return out
 

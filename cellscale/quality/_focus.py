@@ -33,7 +33,8 @@ def laplacian_variance(image: np.ndarray, rows: np.ndarray | None = None) -> flo
     -------
     float
         ``var(I[r-1, x] + I[r+1, x] + I[r, x-1] + I[r, x+1] - 4 I[r, x])`` over the rows
-        and columns ``1 … n_x - 2``; ``nan`` for an image too small to have any.
+        and columns ``1 … n_x - 2``, leaving out pixels with a NaN or infinite value among
+        these five; ``nan`` for an image too small to have any, or with none left.
 
     Examples
     --------
@@ -47,12 +48,19 @@ def laplacian_variance(image: np.ndarray, rows: np.ndarray | None = None) -> flo
         return float("nan")
     triplets = image[rows[:, None] + np.array([-1, 0, 1])].astype(np.float32)
     middle = triplets[:, 1]
-    laplacian = triplets[:, 0, 1:-1] + triplets[:, 2, 1:-1]
-    laplacian += middle[:, :-2]
-    laplacian += middle[:, 2:]
-    laplacian -= 4 * middle[:, 1:-1]
-    flat = laplacian.ravel().astype(np.float64)  # float32 sums of squares lose digits
-    mean = flat.sum() / flat.size
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, left out below
+        laplacian = triplets[:, 0, 1:-1] + triplets[:, 2, 1:-1]
+        laplacian += middle[:, :-2]
+        laplacian += middle[:, 2:]
+        laplacian -= 4 * middle[:, 1:-1]
+        flat = laplacian.ravel().astype(np.float64)  # float32 sums of squares lose digits
+        total = flat.sum()
+    if not np.isfinite(total):  # NaN or infinite pixels: where the Laplacian is defined
+        flat = flat[np.isfinite(flat)]
+        if flat.size == 0:
+            return float("nan")
+        total = flat.sum()
+    mean = total / flat.size
     # einsum, not a BLAS dot: BLAS threads spinning beside dask's would cost more than the sum
     return float(np.einsum("i,i->", flat, flat) / flat.size - mean * mean)
 
@@ -75,13 +83,16 @@ def power_log_log_slope(image: np.ndarray) -> float:
     Returns
     -------
     float
-        The slope, or ``nan`` for a constant image or a crop under 32 pixels on a side.
+        The slope, or ``nan`` for a constant image, a crop under 32 pixels on a side or
+        a crop with NaN or infinite pixels (which have no spectrum).
     """
     crop = _central_crop(image).astype(np.float32)
     labels, weights, n_rings = _rings(crop.shape)
-    if n_rings < 2:
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN
+        centre = crop.mean(dtype=np.float64)
+    if n_rings < 2 or not np.isfinite(centre):
         return float("nan")
-    crop -= crop.mean(dtype=np.float64)
+    crop -= centre
     spectrum = fft.rfft2(crop, workers=1)
     low = spectrum[_low_rows(crop.shape[0], n_rings + 1), : n_rings + 2]
     power = (low.real.astype(np.float64) ** 2 + low.imag**2) * weights

@@ -6,6 +6,10 @@ saturated pixels matter. Everything else comes from a systematic sample of rows,
 ``2 * SAMPLED_ROWS`` rows), which keeps QC as fast as reading the images: percentiles,
 mean and background from the sampled rows, the Laplacian at those of them with a row above
 and below, and the power spectrum from a central crop (:mod:`cellscale.quality._focus`).
+
+Floating-point images may hold NaN or infinite pixels (``ingest(on_nonfinite="keep")``):
+their fraction is counted exactly, and every other measure is of the finite pixels, so
+one such image cannot spoil the plate maxima the other images are judged by.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ IMAGE_METRICS = (
     "background",
     "focus_laplacian_var",
     "focus_powerlog_slope",
+    "nonfinite_fraction",
 )
 """What :func:`image_metrics` returns, in order."""
 
@@ -61,24 +66,27 @@ def image_metrics(block: np.ndarray, saturation: float | None) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Values in the order of :data:`IMAGE_METRICS`.
+        Values in the order of :data:`IMAGE_METRICS`. ``nonfinite_fraction`` is the
+        fraction of the block's values (of every Z plane) that are NaN or infinite; the
+        other values are of the finite pixels: counts of 0 and ``nan`` elsewhere where
+        there are none.
     """
     image = _plane(block)
-    high = image.max()
-    n_at_max = int(np.count_nonzero(image == high))
+    nonfinite = _nonfinite_fraction(block)
+    values = image if nonfinite == 0.0 else image[np.isfinite(image)]
+    high = values.max() if values.size else np.nan
+    n_at_max = int(np.count_nonzero(values == high))
     rows = sampled_rows(image.shape[0])
-    sample = image[rows]
-    levels = percentiles(sample, [*PERCENTILES.values(), BACKGROUND_PERCENTILE])
     inner = rows[(rows >= 1) & (rows <= image.shape[0] - 2)]
     return np.array(
         [
             high,
             n_at_max,
-            _n_saturated(image, high, n_at_max, saturation),
-            sample.mean(dtype=np.float64),
-            *levels,
+            _n_saturated(values, high, n_at_max, saturation),
+            *_sample_levels(image[rows], finite_only=nonfinite > 0.0),
             laplacian_variance(image, inner),
             power_log_log_slope(image),
+            nonfinite,
         ],
         dtype=np.float64,
     )
@@ -121,16 +129,33 @@ def _histogram_percentiles(counts: np.ndarray, q: list[float]) -> np.ndarray:
     return lower + (position - below) * (upper - lower)
 
 
+def _sample_levels(sample: np.ndarray, *, finite_only: bool) -> list[float]:
+    """The mean, :data:`PERCENTILES` and background of the sampled pixels (the finite ones)."""
+    if finite_only:
+        sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return [np.nan] * (len(PERCENTILES) + 2)
+    levels = percentiles(sample, [*PERCENTILES.values(), BACKGROUND_PERCENTILE])
+    return [sample.mean(dtype=np.float64), *levels]
+
+
+def _nonfinite_fraction(block: np.ndarray) -> float:
+    """The fraction of ``block``'s values that are NaN or infinite (0 for integer dtypes)."""
+    if block.dtype.kind not in "fc":
+        return 0.0
+    return float(block.size - np.count_nonzero(np.isfinite(block))) / block.size
+
+
 def _plane(block: np.ndarray) -> np.ndarray:
     stack = block.reshape(-1, *block.shape[-2:])
     return stack[0] if stack.shape[0] == 1 else stack.max(axis=0)
 
 
-def _n_saturated(image: np.ndarray, high: float, n_at_max: int, saturation: float | None) -> float:
+def _n_saturated(values: np.ndarray, high: float, n_at_max: int, saturation: float | None) -> float:
     if saturation is None:
         return float("nan")
     if high < saturation:
         return 0.0
     if high == saturation:
         return float(n_at_max)
-    return float(np.count_nonzero(image >= saturation))
+    return float(np.count_nonzero(values >= saturation))

@@ -31,6 +31,7 @@ METRICS = (
     "signal_to_background",
     "saturated_fraction",
     "at_plate_max_fraction",
+    "nonfinite_fraction",
     "focus_laplacian_var",
     "focus_laplacian_norm",
     "focus_powerlog_slope",
@@ -95,6 +96,11 @@ def qc(
         - ``saturated_fraction``: the fraction of pixels at or above ``saturation``;
           ``at_plate_max_fraction``: the fraction at the channel's largest value on the
           plate (both exact);
+        - ``nonfinite_fraction``: the fraction of pixel values (of every Z plane) that are
+          NaN or infinite (exact; only floating-point plates have any). The other measures
+          of such an image are of its finite pixels (the fractions 0 and the rest ``nan``
+          where it has none), and ``focus_powerlog_slope`` is ``nan`` where the central
+          crop has such a pixel;
         - ``focus_laplacian_var``: variance of the 4-neighbour Laplacian over the sampled
           rows (higher is sharper); ``focus_laplacian_norm``: the same over
           ``signal**2``, which brightness does not change;
@@ -102,9 +108,9 @@ def qc(
           256 × 256 crop (more negative is blurrier; see
           :func:`cellscale.quality.power_log_log_slope`);
         - ``n_cells`` when ``cells`` is given;
-        - the flags ``blurry``, ``saturated``, ``empty``, ``dim`` and ``flagged`` (any of
-          them), by the rules of :class:`QCThresholds`, with z-scores taken within each
-          plate and channel.
+        - the flags ``blurry``, ``saturated``, ``empty``, ``dim``, ``nonfinite`` and
+          ``flagged`` (any of them), by the rules of :class:`QCThresholds`, with z-scores
+          taken within each plate and channel.
 
     Raises
     ------
@@ -122,7 +128,7 @@ def qc(
 
     Examples
     --------
-    >>> from cellscale.testing import synthetic_plate
+    >>> from cellscale.synthetic import synthetic_plate
     >>> plate = synthetic_plate(wells=2, fields=2, n_z=1, shape=(64, 64))
     >>> table = qc(plate, progress=False)
     >>> len(table), table["flagged"].any()
