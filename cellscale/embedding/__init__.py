@@ -7,7 +7,7 @@ from typing import Any
 
 from cellscale.embedding._embed import embed
 from cellscale.embedding._protocol import Embedder, EmbedderBase
-from cellscale.embedding._write import write_embeddings
+from cellscale.embedding._write import open_embeddings, write_embeddings
 
 _LAZY = {
     "TorchEmbedder": "cellscale.embedding._torch",
@@ -20,6 +20,7 @@ __all__ = [
     "EmbedderBase",
     "TorchEmbedder",
     "embed",
+    "open_embeddings",
     "write_embeddings",
 ]
 

@@ -19,7 +19,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale.cluster import gpu_tasks
-from cellscale.embedding._protocol import Embedder
+from cellscale.embedding._protocol import Embedder, check_batch_size
 from cellscale.plate import LINEAGE, add_lineage
 
 __all__ = ["embed", "embed_blocks"]
@@ -46,7 +46,7 @@ def embed(
         seam) or an architecture name for a :class:`~cellscale.embedding.TorchEmbedder`
         with the crops' channels (``"resnet50"``, ``"resnet18"``, ``"r3d_18"``).
     batch_size
-        Crops per model call (default: the embedder's).
+        Crops per model call, at least 1 (default: the embedder's).
     layer
         For an architecture name: the layer whose output are the features.
     cells_per_task
@@ -61,8 +61,14 @@ def embed(
         ``(cell, feature)`` float32, chunked by task, with the crops' ``cell_id`` and the
         model's description in ``attrs["model"]``. Non-finite features are an error naming
         the cells.
+
+    Raises
+    ------
+    ValueError
+        If the batch size (given, or the embedder's) is not a whole number of at least 1.
     """
     embedder = _resolve(model, crops, batch_size, layer, **options)
+    check_batch_size(embedder.batch_size)
     per_task = int(cells_per_task or 4 * embedder.batch_size)
     groups = _groups(crops.data.chunks[0], per_task)
     ids = crops.coords["cell_id"].values if "cell_id" in crops.coords else np.arange(crops.shape[0])
@@ -107,7 +113,7 @@ def _resolve(
     if options or layer is not None:
         raise TypeError("layer and options apply to an architecture name, not to an embedder")
     if batch_size is not None:
-        model.batch_size = batch_size
+        model.batch_size = check_batch_size(batch_size)
     return model
 
 

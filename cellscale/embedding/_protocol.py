@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from dask.base import tokenize
 
-__all__ = ["Embedder", "EmbedderBase"]
+__all__ = ["Embedder", "EmbedderBase", "check_batch_size"]
 
 
 @runtime_checkable
@@ -47,3 +47,21 @@ class EmbedderBase:
     def describe(self) -> dict[str, Any]:
         """The class name and a dask token of the embedder."""
         return {"class": type(self).__qualname__, "token": tokenize(self)}
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` as an int, or a ValueError unless it is a whole number of at least 1.
+
+    Examples
+    --------
+    >>> check_batch_size(16)
+    16
+    >>> check_batch_size(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size must be a whole number of at least 1, got -1
+    """
+    whole = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
+    if not whole or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+    return int(batch_size)

@@ -11,18 +11,19 @@ weights come from torch's hub cache, user weights from a local state dict (loade
 
 from __future__ import annotations
 
+import difflib
 import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cellscale._files import file_sha256
-from cellscale.embedding._protocol import EmbedderBase
+from cellscale.embedding._protocol import EmbedderBase, check_batch_size
 
-__all__ = ["ARCHITECTURES", "TorchEmbedder", "model_builds"]
+__all__ = ["ARCHITECTURES", "TorchEmbedder", "find_layer", "load_weights", "model_builds"]
 
 ARCHITECTURES = ("resnet18", "resnet50", "r3d_18")
 _FEATURES = {"resnet18": 512, "resnet50": 2048, "r3d_18": 512}
@@ -34,6 +35,7 @@ _IMAGENET = {
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
 _BUILDS: list[tuple[Any, ...]] = []
+_SHOWN = 3  # keys named per kind of mismatch between a state dict and a network
 
 
 def model_builds() -> list[tuple[Any, ...]]:
@@ -70,7 +72,7 @@ class TorchEmbedder(EmbedderBase):
     resize
         Resize crops to ``resize`` × ``resize`` pixels before the network (``None``: keep).
     batch_size
-        Crops per network call.
+        Crops per network call, at least 1.
     device
         ``"auto"`` (the worker's GPU when it has one), ``"cuda"`` (fail without one) or ``"cpu"``.
     precision
@@ -124,7 +126,7 @@ class TorchEmbedder(EmbedderBase):
         self.layer = layer if factory is None else None if layer == "avgpool" else layer
         self.normalize = normalize
         self.resize = resize
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.device = device
         self.precision = precision
         self.seed = int(seed)
@@ -190,12 +192,7 @@ class _Loaded:
         self.torch = torch
         self.local = threading.local()  # the hook's output, per calling thread
         if embedder.layer is not None:
-            module = dict(net.named_modules()).get(embedder.layer)
-            if module is None:
-                names = [n for n, _ in net.named_modules() if n][:20]
-                raise ValueError(
-                    f"the model has no layer {embedder.layer!r}; its layers include {names}"
-                )
+            module = find_layer(net, embedder.layer)
             module.register_forward_hook(lambda _m, _i, output: setattr(self.local, "out", output))
         on_gpu = device.type == "cuda"
         precision = (
@@ -276,13 +273,72 @@ def _build(embedder: TorchEmbedder, torch: Any) -> Any:
     if embedder.factory is not None:
         return embedder.factory()
     weights = embedder.weights
-    if isinstance(weights, Path) and zipfile.is_zipfile(weights) and _is_torchscript(weights):
-        return torch.jit.load(str(weights), map_location="cpu")
-    torch.manual_seed(embedder.seed)
-    net = _architecture(embedder.arch, imagenet=weights == "imagenet", torch=torch)
-    _adapt_first_convolution(net, embedder.arch, embedder.in_channels, torch)
     if isinstance(weights, Path):
-        _load_state(net, weights, embedder, torch)
+        return load_weights(embedder.arch, weights, in_channels=embedder.in_channels)
+    torch.manual_seed(embedder.seed)
+    return _network(embedder.arch, embedder.in_channels, imagenet=weights == "imagenet")
+
+
+def load_weights(arch: str, path: str | Path, *, in_channels: int | None = None) -> Any:
+    """The network in a weights file, on the CPU: TorchScript, or ``arch`` with a state dict.
+
+    Parameters
+    ----------
+    arch
+        One of :data:`ARCHITECTURES`; a state dict must fit it exactly.
+    path
+        A state dict (loaded with ``weights_only=True``; one under a ``"state_dict"`` key
+        is taken) or a TorchScript file, which is the network whatever ``arch`` is.
+    in_channels
+        The channels the network is to take; ``None`` takes them from the state dict's
+        first convolution, so only the rest of the network is checked.
+
+    Returns
+    -------
+    torch.nn.Module
+        The network, not cached: each call loads the file again.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a state dict or TorchScript file, or its keys or shapes do not
+        fit ``arch`` with ``in_channels`` inputs; the message names the file and a few
+        of the missing keys, unexpected keys and shape mismatches.
+    """
+    import torch
+
+    path = Path(path)
+    if _is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu")
+    state = _read_state(path, torch)
+    channels = in_channels or _stem_channels(arch, state)
+    net = _network(arch, channels, imagenet=False)
+    mismatch = _mismatch(net.state_dict(), state)
+    if mismatch:
+        raise ValueError(
+            f"the weights in {path} do not fit {arch} with {channels} input channels: {mismatch}"
+        )
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def find_layer(net: Any, name: str) -> Any:
+    """The module of ``net`` called ``name``, or a ValueError suggesting the name it resembles."""
+    modules = dict(net.named_modules())
+    if name in modules:
+        return modules[name]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"its layers include {names[:20]}"
+    raise ValueError(f"the model has no layer {name!r}; {hint}")
+
+
+def _network(arch: str, channels: int, *, imagenet: bool) -> Any:
+    """The architecture (random, or with ImageNet weights) taking ``channels`` inputs."""
+    import torch
+
+    net = _architecture(arch, imagenet=imagenet, torch=torch)
+    _adapt_first_convolution(net, arch, channels, torch)
     return net
 
 
@@ -325,23 +381,51 @@ def _adapt_first_convolution(net: Any, arch: str, channels: int, torch: Any) -> 
         setattr(holder, name, replacement)
 
 
-def _load_state(net: Any, path: Path, embedder: TorchEmbedder, torch: Any) -> None:
+def _read_state(path: Path, torch: Any) -> Mapping[str, Any]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a torch state dict or TorchScript file ({err})") from err
-    if isinstance(state, dict) and "state_dict" in state:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a torch state dict or TorchScript file ({first})") from err
+    if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    try:
-        net.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"the weights in {path} do not fit {embedder.arch} with {embedder.in_channels} input "
-            f"channels: {str(err).splitlines()[0]}"
-        ) from err
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def _stem_channels(arch: str, state: Mapping[str, Any]) -> int:
+    """The input channels of the first convolution in a state dict (3 when it has none)."""
+    weight = state.get("stem.0.weight" if arch == "r3d_18" else "conv1.weight")
+    shape = _shape(weight)
+    return shape[1] if len(shape) > 2 else 3
+
+
+def _mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
+    """A few of the keys and shapes in which a state dict differs from a network's ("" if none)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [str(k) for k in found if k not in expected]
+    shapes = [
+        f"{k} is {_shape(found[k])} in the file but {_shape(v)} in the network"
+        for k, v in expected.items()
+        if k in found and _shape(found[k]) != _shape(v)
+    ]
+    kinds = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": shapes}
+    return "; ".join(f"{kind} {_few(items)}" for kind, items in kinds.items() if items)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in getattr(value, "shape", ()))
+
+
+def _few(items: list[str]) -> str:
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return f"{items[:_SHOWN]}{more}"
 
 
 def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
     with zipfile.ZipFile(path) as archive:
         return any(
             name.endswith("/code/__torch__.py") or "/code/" in name for name in archive.namelist()

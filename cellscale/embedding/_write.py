@@ -14,11 +14,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from cellscale._stages import Fingerprint
-from cellscale.io._rows import BOOKS, write_rows
+from cellscale._stages import DamagedOutputError, Fingerprint
+from cellscale.io._rows import BOOKS, open_rows, write_rows
 from cellscale.plate import LINEAGE
 
-__all__ = ["write_embeddings"]
+__all__ = ["open_embeddings", "write_embeddings"]
 
 
 def write_embeddings(
@@ -65,3 +65,34 @@ def write_embeddings(
     if not isinstance(stored, zarr.Array) or not np.array_equal(stored[:], ids):
         books.create_array("cell_id", data=ids, overwrite=True)  # a resumed write keeps it
     return result
+
+
+def open_embeddings(path: str | Path) -> xr.DataArray:
+    """Open embeddings written by :func:`write_embeddings`, lazily, strictly, with ``cell_id``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(cell, feature)`` float32 with the ``cell_id`` of every row and the model in
+        ``attrs["model"]``.
+
+    Raises
+    ------
+    DamagedOutputError
+        If some chunks of rows were never written, or (when read) a chunk file is missing
+        or damaged: never zeros in their place.
+    """
+    path = Path(path)
+    data = open_rows(path)
+    books = zarr.open_group(str(path / BOOKS), mode="r")
+    ids = books.get("cell_id")
+    if not isinstance(ids, zarr.Array):
+        raise DamagedOutputError(f"{path}: the cell ids ({BOOKS}/cell_id) are missing")
+    attrs: dict[str, Any] = zarr.open_array(str(path), mode="r").attrs.asdict()
+    return xr.DataArray(
+        data,
+        dims=("cell", "feature"),
+        coords={"cell_id": ("cell", np.asarray(ids[...]))},
+        attrs={"model": attrs.get("model", {})},
+        name="embeddings",
+    )

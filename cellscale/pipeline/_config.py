@@ -60,7 +60,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SyntheticSource:
-    """A synthetic plate (:func:`cellscale.testing.synthetic_plate`) with a dose series.
+    """A synthetic plate (:func:`cellscale.synthetic.synthetic_plate`) with a dose series.
 
     ``t_hours`` gives the hours since treatment of its time points (then ``timepoints``
     is their number); by default they are 24, 48, … hours.
@@ -173,7 +173,11 @@ class IlluminationConfig:
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """Segmentation (:func:`cellscale.segment`); ``options`` go to the segmenter."""
+    """Segmentation (:func:`cellscale.segment`).
+
+    ``options`` go to the segmenter: its constructor's keywords (``diameter``, ``model``
+    …, checked against its signature) and ``fields_per_task``.
+    """
 
     channel: str | None = None
     method: str = "classical"
@@ -182,7 +186,16 @@ class SegmentConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from cellscale.segmentation._api import method_options
+
         _choose("segment.method", self.method, ("classical", "cellpose"))
+        known = (*method_options(self.method), "fields_per_task")
+        for key in self.options:
+            if key not in known:
+                raise ConfigError(
+                    f"segment.options: the {self.method} segmenter takes no option {key!r}"
+                    f"{_hint(str(key), known) or f'; it takes {sorted(known)}'}"
+                )
 
 
 @dataclass(frozen=True)
@@ -223,7 +236,15 @@ class EmbedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from cellscale.embedding._protocol import check_batch_size
+        from cellscale.embedding._torch import ARCHITECTURES
+
+        _choose("embed.model", self.model, ARCHITECTURES)
         _choose("embed.device", self.device, ("auto", "cuda", "cpu"))
+        try:
+            check_batch_size(self.batch_size)
+        except ValueError as err:
+            raise ConfigError(f"embed.{err}") from err
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+from collections.abc import Callable
 from typing import Any, cast
 
 import dask.array as da
@@ -29,9 +31,10 @@ from cellscale.plate import (
 from cellscale.segmentation._border import drop_border_objects
 from cellscale.segmentation._protocol import Segmenter, check_labels
 
-__all__ = ["segment"]
+__all__ = ["method_options", "segment"]
 
 _UNIT_DIMS = ("t", "well", "field")
+_SET_BY_SEGMENT = {"classical": ("compartment",)}  # from ``nuclei_channel``
 
 
 def segment(
@@ -91,7 +94,7 @@ def segment(
 
     Examples
     --------
-    >>> from cellscale.testing import synthetic_plate
+    >>> from cellscale.synthetic import synthetic_plate
     >>> import cellscale
     >>> mip = cellscale.project(synthetic_plate(wells=1, fields=1, shape=(96, 96)), "max")
     >>> labels = segment(mip, channel="nuclei")
@@ -118,20 +121,45 @@ def segment(
     return labels
 
 
+def method_options(method: str) -> tuple[str, ...]:
+    """The options :func:`segment` passes on to a named method's constructor.
+
+    They are the constructor's keyword parameters, read from its signature (nothing
+    heavy is imported: cellpose and torch only load when a network does), less those
+    :func:`segment` sets itself.
+
+    Examples
+    --------
+    >>> "diameter" in method_options("classical"), "compartment" in method_options("classical")
+    (True, False)
+    """
+    parameters = inspect.signature(_method_class(method)).parameters.values()
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    taken = _SET_BY_SEGMENT.get(method, ())
+    return tuple(p.name for p in parameters if p.kind in keywords and p.name not in taken)
+
+
+def _method_class(method: str) -> Callable[..., Segmenter]:
+    if method == "classical":
+        from cellscale.segmentation._classical import ClassicalSegmenter
+
+        return ClassicalSegmenter
+    if method == "cellpose":
+        from cellscale.segmentation._cellpose import CellposeSegmenter
+
+        return CellposeSegmenter
+    raise ValueError(f"method must be 'classical', 'cellpose' or a segmenter, got {method!r}")
+
+
 def _resolve(method: str | Segmenter, with_nuclei: bool, **options: Any) -> Segmenter:
     if not isinstance(method, str):
         if options:
             raise TypeError(f"options {sorted(options)} only apply to a named method")
         return method
+    make = _method_class(method)
     if method == "classical":
-        from cellscale.segmentation._classical import ClassicalSegmenter
-
-        return ClassicalSegmenter(compartment="cells" if with_nuclei else "nuclei", **options)
-    if method == "cellpose":
-        from cellscale.segmentation._cellpose import CellposeSegmenter
-
-        return CellposeSegmenter(**options)
-    raise ValueError(f"method must be 'classical', 'cellpose' or a segmenter, got {method!r}")
+        return make(compartment="cells" if with_nuclei else "nuclei", **options)
+    return make(**options)
 
 
 def _labels_dataset(

@@ -303,7 +303,7 @@ class ClassicalSegmenter(SegmenterBase):
 
     Examples
     --------
-    >>> from cellscale.testing import blob_field
+    >>> from cellscale.synthetic import blob_field
     >>> labels = ClassicalSegmenter()(blob_field((128, 128), blobs=6))
     >>> labels.shape, labels.dtype, int(labels.max())
     ((1, 128, 128), dtype('uint32'), 6)
