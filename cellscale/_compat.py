@@ -7,33 +7,64 @@
 - zarr's array metadata documents: :func:`array_metadata_document` reads one as stored,
   and :func:`array_at` opens an array from a parsed document without reading it again,
   so a plate's many identical field arrays open from one document.
+- zarr's chunk grid type: :func:`regular_chunk_grid`, for the chunk files read directly.
+- numcodecs' Blosc header: :func:`blosc_sizes`, to check a chunk file before decoding it.
+- dask's task nodes, :class:`Task` and :class:`TaskRef`, to add one task to a graph.
+- dask DataFrame internals: :func:`frame_meta` and :func:`frame_name`.
+- distributed's SpecCluster internals: :class:`SpecClusterHooks` turns the hooks a
+  subclass overrides into public-named ones; :func:`correct_state` and
+  :func:`close_with_cluster` call into it.
+- dask-jobqueue's worker command: :func:`job_command` and :func:`set_job_command`.
+
+Each is pinned by ``tests/test_compat.py`` against the installed versions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import zarr
 from dask._task_spec import GraphNode, Task, TaskRef, convert_legacy_graph
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from numcodecs import blosc
 from zarr.core.array import AsyncArray, get_array_metadata, parse_array_metadata
 from zarr.core.array_spec import ArrayConfigParams
+from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.group import GroupMetadata
 from zarr.core.metadata import ArrayMetadata
 from zarr.core.sync import sync
 from zarr.storage import StorePath
+
+if TYPE_CHECKING:  # distributed is imported by its users, not here: _compat stays cheap
+    from distributed import SpecCluster
+
+    _SpecClusterBase = SpecCluster
+else:
+    _SpecClusterBase = object
 
 __all__ = [
     "ArrayConfigParams",
     "ArrayMetadata",
     "Failed",
     "GroupMetadata",
+    "SpecClusterHooks",
+    "Task",
+    "TaskRef",
     "array_at",
     "array_metadata_document",
+    "blosc_sizes",
+    "close_with_cluster",
+    "correct_state",
+    "frame_meta",
+    "frame_name",
     "guard_graph",
+    "job_command",
     "parse_array_metadata",
+    "regular_chunk_grid",
+    "set_job_command",
     "store_key_exists",
 ]
 
@@ -119,3 +150,97 @@ def array_metadata_document(array: zarr.Array) -> dict[str, Any]:
 def array_at(store: Any, path: str, metadata: ArrayMetadata) -> zarr.Array:
     """The array at ``path`` in ``store`` with ``metadata``, opened without reading the store."""
     return zarr.Array(AsyncArray(metadata=metadata, store_path=StorePath(store, path)))
+
+
+def regular_chunk_grid(metadata: Any) -> bool:
+    """Whether zarr array ``metadata`` has a regular chunk grid (``zarr.core.chunk_grids``)."""
+    return isinstance(metadata.chunk_grid, RegularChunkGrid)
+
+
+def blosc_sizes(data: bytes) -> tuple[int, int]:
+    """Decoded and encoded byte counts from a Blosc header (``numcodecs.blosc._cbuffer_sizes``)."""
+    nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
+    return int(nbytes), int(cbytes)
+
+
+def frame_meta(frame: Any) -> Any:
+    """The empty pandas object a dask DataFrame or Series declares (its ``_meta``)."""
+    return frame._meta
+
+
+def frame_name(frame: Any) -> str:
+    """A dask DataFrame's graph name, a token of how it was built (its ``_name``)."""
+    return str(frame._name)
+
+
+def job_command(job: Any) -> str:
+    """The worker command a dask-jobqueue job's script runs (``Job._command_template``)."""
+    return str(job._command_template)
+
+
+def set_job_command(job: Any, command: str) -> None:
+    """Make a dask-jobqueue job's script run ``command`` (``Job._command_template``)."""
+    job._command_template = command
+
+
+def correct_state(cluster: Any) -> Any:
+    """Start and stop a SpecCluster's processes to match its ``worker_spec``; awaitable.
+
+    This is ``SpecCluster._correct_state``, which ``scale`` calls; concurrent calls share
+    one run.
+    """
+    return cluster._correct_state()
+
+
+def close_with_cluster(cluster: Any, awaitable: Awaitable[Any]) -> None:
+    """Run ``awaitable`` now; closing the SpecCluster waits for it (``SpecCluster._futures``)."""
+    cluster._futures.add(asyncio.ensure_future(awaitable))
+
+
+class SpecClusterHooks(_SpecClusterBase):
+    """Mixin for a :class:`distributed.SpecCluster` subclass (listed before SpecCluster).
+
+    It overrides SpecCluster's private hooks and calls public-named methods the subclass
+    overrides in turn: :meth:`after_correct_state`, :meth:`on_worker_removed`,
+    :meth:`before_close` and :meth:`after_close`. SpecCluster's own handling of a lost
+    worker (forget its process after ``distributed.deploy.lost-worker-timeout``) is skipped:
+    the subclass decides in :meth:`on_worker_removed`.
+    """
+
+    def after_correct_state(self) -> None:
+        """Called on the loop each time the processes were brought in line with ``worker_spec``."""
+
+    def on_worker_removed(self, address: str) -> None:
+        """Called when the scheduler reports ``address`` gone; ``scheduler_info`` still lists it."""
+
+    def before_close(self) -> None:
+        """Called on the loop as closing begins, before SpecCluster's own close."""
+
+    def after_close(self) -> None:
+        """Called on the loop after SpecCluster's own close, even if that failed."""
+
+    @property
+    def _supports_scaling(self) -> bool:  # type: ignore[override]
+        """``Cluster._supports_scaling``: without a ``worker`` template SpecCluster says no."""
+        return True
+
+    async def _correct_state_internal(self) -> None:
+        """``SpecCluster._correct_state_internal``, then :meth:`after_correct_state`."""
+        await super()._correct_state_internal()
+        self.after_correct_state()
+
+    def _update_worker_status(self, op: str, msg: Any) -> None:
+        """:meth:`on_worker_removed`, then ``Cluster._update_worker_status`` (not SpecCluster's)."""
+        from distributed import SpecCluster
+
+        if op == "remove" and msg in self.scheduler_info.get("workers", {}):
+            self.on_worker_removed(msg)
+        super(SpecCluster, self)._update_worker_status(op, msg)
+
+    async def _close(self) -> None:
+        """``SpecCluster._close``, between :meth:`before_close` and :meth:`after_close`."""
+        self.before_close()
+        try:
+            await super()._close()
+        finally:
+            self.after_close()

@@ -8,6 +8,8 @@ from typing import Any
 from dask.utils import parse_bytes
 from dask_jobqueue.slurm import SLURMJob
 
+from cellscale._compat import job_command, set_job_command
+
 __all__ = ["GPUJob", "SLURMJob"]
 
 
@@ -58,9 +60,9 @@ class GPUJob(SLURMJob):
             worker_extra_args=args,
             **kwargs,
         )
-        one_worker = self._command_template
+        one_worker = job_command(self)
         default = ",".join(str(i) for i in range(gpus))
-        self._command_template = "\n".join(
+        per_gpu = "\n".join(
             [
                 f'IFS=, read -r -a CELLSCALE_GPUS <<< "${{CUDA_VISIBLE_DEVICES:-{default}}}"',
                 f"for i in $(seq 0 {gpus - 1}); do",
@@ -69,3 +71,4 @@ class GPUJob(SLURMJob):
                 "wait",
             ]
         )
+        set_job_command(self, per_gpu)

@@ -14,6 +14,7 @@ from distributed import Nanny, Scheduler, Worker
 from distributed.deploy.local import nprocesses_nthreads
 from distributed.system import MEMORY_LIMIT
 
+from cellscale._compat import correct_state
 from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster, SpecFactory
 
@@ -90,5 +91,5 @@ def local_cluster(
     cluster = PooledCluster(scheduler, pools, name="cellscale-local", verbose=verbose)
     cluster.pools["cpu"].scale(n_workers)
     cluster.pools["gpu"].scale(gpu_workers)
-    cluster.sync(cluster._correct_state)  # wait until the workers are up
+    cluster.sync(correct_state, cluster)  # wait until the workers are up
     return cluster

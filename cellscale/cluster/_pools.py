@@ -21,6 +21,7 @@ from dask.utils import parse_timedelta
 from distributed import Adaptive, SpecCluster
 from distributed.core import Status
 
+from cellscale._compat import SpecClusterHooks, close_with_cluster, correct_state
 from cellscale.cluster._dashboard import dashboard_link
 from cellscale.cluster._logs import QUIET_DISTRIBUTED
 
@@ -141,14 +142,14 @@ class WorkerPool:
             for _ in range(jobs - len(entries)):
                 name, number = self._new_entry_name()
                 self.cluster.worker_spec[name] = self.spec(number)
-        self.loop.add_callback(self.cluster._correct_state)
+        self.loop.add_callback(correct_state, self.cluster)
 
     def scale_down(self, workers: Iterable[str]) -> Any:
         """Remove the entries (jobs) holding these workers from the pool's plan."""
         for name in {_entry_of(w) for w in workers}:
             if self.owns(name):
                 self.cluster.worker_spec.pop(name, None)
-        return self.cluster._correct_state()
+        return correct_state(self.cluster)
 
     def adapt(self, minimum: int = 0, maximum: float = math.inf, **kwargs: Any) -> PoolAdaptive:
         """Scale this pool with the load it can serve, between ``minimum`` and ``maximum`` workers.
@@ -212,7 +213,7 @@ class PoolAdaptive(Adaptive):
         return [str(ws.name) for ws in mine[: max(len(mine) - target, 0)]]
 
 
-class PooledCluster(SpecCluster):
+class PooledCluster(SpecClusterHooks, SpecCluster):
     """A SpecCluster whose workers come in named pools sharing one scheduler.
 
     ``cluster.pools["gpu"].scale(2)`` scales one pool; :meth:`scale` and :meth:`adapt` on the
@@ -293,10 +294,6 @@ class PooledCluster(SpecCluster):
         """The pool that :meth:`scale` and :meth:`adapt` act on (the first one)."""
         return next(iter(self.pools.values()))
 
-    @property
-    def _supports_scaling(self) -> bool:  # type: ignore[override]
-        return True
-
     def scale(self, n: int = 0, memory: Any = None, cores: Any = None) -> None:
         """Scale the default pool to ``n`` workers (see ``cluster.pools`` for the others)."""
         if memory is not None or cores is not None:
@@ -312,20 +309,20 @@ class PooledCluster(SpecCluster):
         """Adapt the default pool (see :meth:`WorkerPool.adapt`)."""
         return self.default_pool.adapt(*args, **kwargs)
 
-    async def _correct_state_internal(self) -> None:
-        await super()._correct_state_internal()
+    def after_correct_state(self) -> None:
+        """Run the :attr:`launch_hooks`."""
         for hook in self.launch_hooks:
             hook()
 
-    def _update_worker_status(self, op: str, msg: Any) -> None:
+    def on_worker_removed(self, address: str) -> None:
         """Forget a lost worker's job after ``distributed.deploy.lost-worker-timeout`` and
-        start a replacement, so a pool refills when a job is cancelled or reaches its end."""
-        if op == "remove" and msg in self.scheduler_info.get("workers", {}):
-            entry = _entry_of(str(self.scheduler_info["workers"][msg]["name"]))
-            delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
-            asyncio.get_running_loop().call_later(delay, self._replace_lost, entry)
-        # Skip SpecCluster's own handler: it misses multi-process jobs and never refills.
-        super(SpecCluster, self)._update_worker_status(op, msg)
+        start a replacement, so a pool refills when a job is cancelled or reaches its end.
+
+        (SpecCluster's own handling, skipped, misses multi-process jobs and never refills.)
+        """
+        entry = _entry_of(str(self.scheduler_info["workers"][address]["name"]))
+        delay = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+        asyncio.get_running_loop().call_later(delay, self._replace_lost, entry)
 
     def _replace_lost(self, entry: str) -> None:
         if self.status != Status.running or entry not in self.workers:
@@ -333,20 +330,21 @@ class PooledCluster(SpecCluster):
         alive = {_entry_of(str(w["name"])) for w in self.scheduler_info["workers"].values()}
         if entry in alive:
             return
-        self._futures.add(asyncio.ensure_future(self.workers.pop(entry).close()))
-        self._correct_state()
+        close_with_cluster(self, self.workers.pop(entry).close())
+        correct_state(self)
 
-    async def _close(self) -> None:
+    def before_close(self) -> None:
+        """Stop every pool's adaptive scaling and scale it to nothing."""
         for pool in self.pools.values():
             pool.stop_adapting()
             pool.scale(0)
-        try:
-            await super()._close()
-        finally:
-            self._release_quiet()
-            if self._on_close is not None:
-                self._on_close()
-                self._on_close = None
+
+    def after_close(self) -> None:
+        """Let distributed's log lines through again and call ``on_close`` (once)."""
+        self._release_quiet()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
 
     def _release_quiet(self) -> None:
         if self._quiet:
