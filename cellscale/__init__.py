@@ -1,8 +1,9 @@
 """cellscale: high-content screening from raw images to single-cell profiles, out of core.
 
 The public API is re-exported here and imported lazily, as are the :mod:`cellscale.plots`,
-:mod:`cellscale.quality` and :mod:`cellscale.testing` submodules, so ``import cellscale``
-stays cheap and never imports torch, cellpose or matplotlib.
+:mod:`cellscale.quality`, :mod:`cellscale.synthetic` and :mod:`cellscale.testing`
+submodules, so ``import cellscale`` stays cheap and never imports torch, cellpose or
+matplotlib.
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from cellscale import config as _config  # noqa: F401  (merges the YAML defaults
 if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __getattr__
     from cellscale import plots as plots
     from cellscale import quality as quality
+    from cellscale import synthetic as synthetic
     from cellscale import testing as testing
+    from cellscale._stages import DamagedOutputError as DamagedOutputError
     from cellscale._stages import OutputLockedError as OutputLockedError
     from cellscale._stages import StaleOutputError as StaleOutputError
     from cellscale._stages import UnitFailure as UnitFailure
+    from cellscale._stages import release_lazy_write as release_lazy_write
+    from cellscale._verify import verify as verify
     from cellscale.cluster import gpu_tasks as gpu_tasks
     from cellscale.cluster import start_cluster as start_cluster
     from cellscale.crops import extract_crops as extract_crops
     from cellscale.crops import open_crops as open_crops
     from cellscale.crops import write_crops as write_crops
     from cellscale.embedding import embed as embed
+    from cellscale.embedding import open_embeddings as open_embeddings
     from cellscale.embedding import write_embeddings as write_embeddings
     from cellscale.illumination import IlluminationModel as IlluminationModel
     from cellscale.illumination import correct_illumination as correct_illumination
@@ -75,6 +81,9 @@ _EXPORTS: dict[str, str] = {
     "StaleOutputError": "cellscale._stages",
     "UnitFailure": "cellscale._stages",
     "OutputLockedError": "cellscale._stages",
+    "DamagedOutputError": "cellscale._stages",
+    "release_lazy_write": "cellscale._stages",
+    "verify": "cellscale._verify",
     "project": "cellscale.ops",
     "segment": "cellscale.segmentation",
     "measure": "cellscale.measurement",
@@ -86,6 +95,7 @@ _EXPORTS: dict[str, str] = {
     "open_crops": "cellscale.crops",
     "embed": "cellscale.embedding",
     "write_embeddings": "cellscale.embedding",
+    "open_embeddings": "cellscale.embedding",
     "start_cluster": "cellscale.cluster",
     "gpu_tasks": "cellscale.cluster",
     "PCA": "cellscale.profiles",
@@ -106,7 +116,7 @@ _EXPORTS: dict[str, str] = {
     "read_qc": "cellscale.quality",
 }
 #: Submodules reachable as attributes of the package, imported on first use.
-_SUBMODULES = ("plots", "quality", "testing")
+_SUBMODULES = ("plots", "quality", "synthetic", "testing")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -142,11 +142,18 @@ def _parser() -> argparse.ArgumentParser:
     project.set_defaults(run=_project)
 
     verify = commands.add_parser(
-        "verify", help="check that every complete unit of a plate has all its chunks, intact"
+        "verify",
+        help="check every complete unit of an output (a plate with its labels, a cell table, "
+        "embeddings, a model, a report) or of a whole run folder; repair what is damaged",
     )
-    verify.add_argument("plate", type=Path)
+    verify.add_argument("plate", type=Path, metavar="PATH")
     verify.add_argument(
         "--no-repair", action="store_true", help="report only; leave damaged units marked"
+    )
+    verify.add_argument(
+        "--no-rerun",
+        action="store_true",
+        help="for a run folder: unmark damaged units but do not rerun the run to remake them",
     )
     verify.set_defaults(run=_verify)
 
@@ -283,9 +290,12 @@ def _focus_channel(text: str | None) -> str | int | None:
 def _verify(args: argparse.Namespace) -> int:
     import cellscale
 
-    report = cellscale.verify_plate(args.plate, repair=not args.no_repair)
-    print(report)
-    return 0 if report.ok else 1
+    reports = cellscale.verify(
+        args.plate, repair=not args.no_repair, rerun=not args.no_rerun, progress=False
+    )
+    for report in reports:
+        print(report)
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _info(args: argparse.Namespace) -> None:

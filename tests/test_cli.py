@@ -72,7 +72,7 @@ def test_verify_reports_repairs_and_exits_non_zero_on_damage(
     assert main(["verify", str(tmp_path / "p.zarr"), "--no-repair"]) == 1
     assert "1 of 2 complete units are damaged, left marked" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "p.zarr")]) == 1
-    assert "unmarked: write the plate again" in capsys.readouterr().out
+    assert "unmarked: write it again (or rerun) to repair them" in capsys.readouterr().out
 
 
 def test_user_errors_are_one_line_on_stderr(

@@ -234,7 +234,7 @@ def test_a_changed_setting_redoes_its_stage_and_later_ones_only(
     statuses = {s.name: s.status for s in summary.stages}
     assert statuses["measure"] == "finished before, checked"
     for stage in ("embed", "pca", "profiles", "report"):
-        assert statuses[stage] == "rewritten: settings changed", stage
+        assert statuses[stage] == "rewritten: inputs or settings changed", stage
     assert _mtimes(out / "plates" / "P1" / "projected.zarr") == labels
     assert _mtimes(out / "plates" / "P1" / "cells.parquet") == cells
     manifest = json.loads((out / MANIFEST).read_text())

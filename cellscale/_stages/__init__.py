@@ -7,10 +7,15 @@ from (:func:`unit_token`); a **fingerprint** (:class:`Fingerprint`) records what
 the output, and writing into an output with another fingerprint is refused
 (:func:`check_fingerprint`); :func:`run_units` runs every unit and reports every failure
 the same way on every scheduler (:class:`UnitFailure`); :func:`output_lock` keeps two
-writers off one output and :func:`remove_partials` clears what a killed writer left.
+writers off one output (a lazy write holds a :class:`Lease` until its graph ran) and
+:func:`remove_partials` clears what a killed writer left; :func:`atomic_path` writes a file
+or folder whole; readers raise :class:`DamagedOutputError` naming a missing, incomplete or
+damaged piece, and every ``verify`` returns a :class:`VerifyReport`; :class:`FileOutput` is
+a one-file output (a model, a table, the report) with its fingerprint and checksum.
 """
 
 from cellscale._stages._failures import UnitFailure
+from cellscale._stages._file_output import FileOutput, FileState
 from cellscale._stages._fingerprint import (
     Fingerprint,
     StaleOutputError,
@@ -18,7 +23,15 @@ from cellscale._stages._fingerprint import (
     names_digest,
 )
 from cellscale._stages._ledger import Ledger
-from cellscale._stages._lock import OutputLockedError, output_lock, remove_partials
+from cellscale._stages._lock import (
+    Lease,
+    OutputLockedError,
+    output_lock,
+    release_lazy_write,
+    remove_partials,
+    take_lease,
+)
+from cellscale._stages._output import DamagedOutputError, VerifyReport, atomic_path
 from cellscale._stages._run import (
     Opaque,
     compute_units,
@@ -30,12 +43,18 @@ from cellscale._stages._run import (
 from cellscale._stages._tokens import task_key, unit_token
 
 __all__ = [
+    "DamagedOutputError",
+    "FileOutput",
+    "FileState",
     "Fingerprint",
+    "Lease",
     "Ledger",
     "Opaque",
     "OutputLockedError",
     "StaleOutputError",
     "UnitFailure",
+    "VerifyReport",
+    "atomic_path",
     "check_fingerprint",
     "compute_units",
     "default_client",
@@ -43,8 +62,10 @@ __all__ = [
     "lazy_units",
     "names_digest",
     "output_lock",
+    "release_lazy_write",
     "remove_partials",
     "run_units",
+    "take_lease",
     "task_key",
     "unit_token",
 ]

@@ -10,18 +10,18 @@ reported together as one :class:`UnitFailure`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
-from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from tqdm.auto import tqdm
 
-from cellscale._compat import Failed, guard_graph
+from cellscale._compat import Failed, Task, TaskRef, guard_graph
 from cellscale._stages._failures import UnitFailure
+from cellscale._stages._lock import Lease
 
 __all__ = ["compute_units", "default_client", "delayed_blocks", "lazy_units", "run_units"]
 
@@ -100,17 +100,36 @@ def compute_units(
         bar.close()
 
 
-def lazy_units(stage: str, tasks: Sequence[Delayed], names: Sequence[str]) -> Delayed:
+def lazy_units(
+    stage: str,
+    tasks: Sequence[Delayed],
+    names: Sequence[str],
+    *,
+    lease: Lease | None = None,
+    then: Callable[[], Any] | None = None,
+) -> Delayed:
     """One delayed object that runs every unit and raises :class:`UnitFailure` if any failed.
 
     Computing it together with other collections (``dask.compute(a, b)``) lets stages
     share one graph.
+
+    Parameters
+    ----------
+    stage, tasks, names
+        As for :func:`run_units`.
+    lease
+        The output's :class:`~cellscale._stages.Lease`, released by the last task whether
+        the units failed or not, so the output is held until the graph ran.
+    then
+        Called by the last task once every unit succeeded, before the lease is released
+        (e.g. to index the finished store).
     """
     if len(tasks) != len(names):
         raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
     guarded = guard_graph([task.__dask_graph__() for task in tasks])
-    key = f"{stage}-{tokenize(stage, [t.key for t in tasks])}"
-    collect = Task(key, _collect, stage, tuple(names), *(TaskRef(t.key) for t in tasks))
+    key = f"{stage}-{tokenize(stage, [t.key for t in tasks], lease)}"
+    refs = (TaskRef(t.key) for t in tasks)
+    collect = Task(key, _collect, stage, tuple(names), Opaque((lease, then)), *refs)
     graph = HighLevelGraph(
         {**guarded.layers, key: MaterializedLayer({key: collect})},
         {**guarded.dependencies, key: set(guarded.layers)},
@@ -123,8 +142,15 @@ def _guarded(tasks: Sequence[Delayed]) -> list[Delayed]:
     return [Delayed(task.key, graph) for task in tasks]
 
 
-def _collect(stage: str, names: tuple[str, ...], *results: Any) -> None:
-    _raise_failures(stage, names, list(results))
+def _collect(stage: str, names: tuple[str, ...], after: Opaque, *results: Any) -> None:
+    lease, then = after.value
+    try:
+        _raise_failures(stage, names, list(results))
+        if then is not None:
+            then()
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 def _raise_failures(stage: str, names: Sequence[str], results: Sequence[Any]) -> None:

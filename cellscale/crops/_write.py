@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
 
 from cellscale._stages import Fingerprint
 from cellscale.io._ngff import compressor_for
-from cellscale.io._rows import BOOKS, write_rows
+from cellscale.io._rows import BOOKS, open_rows, write_rows
 from cellscale.plate import LINEAGE
 
 __all__ = ["open_crops", "write_crops"]
@@ -68,7 +67,14 @@ def _array(group: zarr.Group, name: str) -> zarr.Array:
 
 
 def open_crops(path: str | Path) -> xr.DataArray:
-    """Open crops written by :func:`write_crops`, lazily, with their ``cell_id`` and ``padded``."""
+    """Open crops written by :func:`write_crops`, lazily, with their ``cell_id`` and ``padded``.
+
+    Raises
+    ------
+    DamagedOutputError
+        If some chunks of crops were never written, or (when read) a chunk file is
+        missing or damaged.
+    """
     path = Path(path)
     array = zarr.open_array(str(path), mode="r")
     books = zarr.open_group(str(path / BOOKS), mode="r")
@@ -78,5 +84,5 @@ def open_crops(path: str | Path) -> xr.DataArray:
     }
     coords["c"] = ("c", [str(c) for c in meta["channels"]])
     dims = tuple(meta["dims"])
-    data = da.from_zarr(array, chunks=(array.chunks[0], *array.shape[1:]))
+    data = open_rows(path)
     return xr.DataArray(data, dims=dims, coords=coords, name="crops")

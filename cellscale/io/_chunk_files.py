@@ -31,6 +31,8 @@ from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 from zarr.storage import LocalStore
 
+from cellscale._compat import blosc_sizes, regular_chunk_grid
+
 __all__ = [
     "ChunkDecodeError",
     "chunk_of",
@@ -181,7 +183,7 @@ def _decoder(array: zarr.Array) -> Any:
         if meta.filters or meta.order != "C" or stored.byteorder not in "=|<" or stored != dtype:
             return None
         return _compressor_decoder(meta.compressor)
-    if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
+    if not regular_chunk_grid(meta):
         return None
     codecs = meta.codecs
     first = codecs[0] if codecs else None
@@ -247,7 +249,7 @@ def _raw(data: bytes, out: np.ndarray) -> None:
 def _blosc(data: bytes, out: np.ndarray) -> None:
     if len(data) < 16:
         raise ChunkDecodeError(f"the file holds {len(data)} bytes, fewer than a Blosc header")
-    nbytes, cbytes, _ = blosc._cbuffer_sizes(data)
+    nbytes, cbytes = blosc_sizes(data)
     if cbytes != len(data):
         raise ChunkDecodeError(f"the Blosc header says {cbytes} bytes, the file holds {len(data)}")
     if nbytes != out.nbytes:

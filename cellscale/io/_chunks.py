@@ -17,14 +17,26 @@ import zarr
 from zarr.storage import LocalStore
 
 from cellscale._compat import store_key_exists
+from cellscale._stages import DamagedOutputError
 from cellscale.io._chunk_files import chunk_of, read_chunk_file, within_chunk
 from cellscale.plate import PlateError
 
-__all__ = ["DamagedChunkError", "chunk_exists", "chunk_location", "read_chunk", "read_image"]
+__all__ = [
+    "DamagedChunkError",
+    "IncompleteStoreError",
+    "chunk_exists",
+    "chunk_location",
+    "read_chunk",
+    "read_image",
+]
 
 
-class DamagedChunkError(PlateError):
+class DamagedChunkError(PlateError, DamagedOutputError):
     """A chunk of a unit marked complete is missing or cannot be decoded."""
+
+
+class IncompleteStoreError(PlateError, DamagedOutputError):
+    """Some units of a plate store (or of its labels) were never finished."""
 
 
 def chunk_location(array: zarr.Array, coords: tuple[int, ...]) -> str:

@@ -16,7 +16,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from cellscale._stages import Fingerprint, Ledger
-from cellscale.io._chunks import read_chunk, read_image
+from cellscale.io._chunks import IncompleteStoreError, read_chunk, read_image
 from cellscale.io._diagnose import not_a_plate
 from cellscale.io._layout import LAYOUT_KEY, PlateLayout
 from cellscale.io._ngff import IMAGE_AXES, ome_attrs
@@ -110,7 +110,13 @@ def open_plate(path: str | Path, *, level: int = 0, allow_incomplete: bool = Fal
     )
     if level:
         source["level"] = level
-    identity = (digest or (wells, fields, shape5, str(dtype)), level)
+    # a store cellscale wrote is named by its content (fingerprint and unit tokens), so a
+    # moved store keeps its graph names; any other store by its path and shape
+    identity = (
+        (digest, None if tokens is None else np.asarray(tokens, np.uint64).tobytes(), level)
+        if digest
+        else (str(path.resolve()), wells, fields, shape5, str(dtype), level)
+    )
     names = (
         layout.channels
         if layout is not None
@@ -340,7 +346,7 @@ def _check_complete(
     if len(missing):
         shown = ", ".join(f"{wells[w]}/f{fields[f]}/t{t}" for t, w, f in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise PlateError(
+        raise IncompleteStoreError(
             f"{path} is incomplete: units {shown}{more} were never finished. Re-run the write "
             "to complete them, or pass allow_incomplete=True to read them as zeros"
         )
@@ -363,7 +369,7 @@ def _plate_graph(
     chunk is an error naming the field, channel and file.
     """
     n_t, n_c, n_z, n_y, n_x = shape5
-    name = f"read-plate-{tokenize(str(path.resolve()), identity)}"
+    name = f"read-plate-{tokenize(identity)}"
     block = (1, 1, 1, n_z, 1, n_y, n_x)
     dsk: dict[Any, Any] = {}
     for w, well in enumerate(wells):

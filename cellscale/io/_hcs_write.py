@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from cellscale._stages import (
     output_lock,
     remove_partials,
     run_units,
+    take_lease,
     task_key,
     unit_token,
 )
@@ -142,7 +144,8 @@ def write_plate(
     compute
         ``False`` sets the store up and returns a ``dask.delayed.Delayed`` that writes
         the units when computed (and raises :class:`~cellscale.UnitFailure` if any
-        failed), so several stages can share one graph. No lock is held while it runs.
+        failed), so several stages can share one graph. Until it has run, the store is
+        held for it: other writes are refused (see :func:`cellscale.release_lazy_write`).
 
     Returns
     -------
@@ -171,14 +174,14 @@ def write_plate(
     with output_lock(path):
         tasks, names, layout = _prepare(plate, path, settings, overwrite, rewrite, verify, client)
         if not compute:
-            written = lazy_units("write-plate", tasks, names)
-            return dask.delayed(_index_after, pure=False)(written, path, layout)
+            then = functools.partial(_index_after, path, layout)
+            return lazy_units("write-plate", tasks, names, lease=take_lease(path), then=then)
         run_units("write-plate", tasks, names, client=client, progress=progress)
-        _index_after(None, path, layout)
+        _index_after(path, layout)
     return path
 
 
-def _index_after(written: None, path: Path, layout: PlateLayout) -> None:
+def _index_after(path: Path, layout: PlateLayout) -> None:
     """Index the plate once every unit was written (a failure raised before this).
 
     A write that had nothing to do leaves an existing index as it is.

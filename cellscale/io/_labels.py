@@ -40,11 +40,12 @@ from cellscale._stages import (
     output_lock,
     remove_partials,
     run_units,
+    take_lease,
     task_key,
     unit_token,
 )
 from cellscale.io._chunk_files import write_chunk_file
-from cellscale.io._chunks import read_chunk, read_image
+from cellscale.io._chunks import IncompleteStoreError, read_chunk, read_image
 from cellscale.io._hcs_read import open_plate
 from cellscale.io._layout import PlateLayout
 from cellscale.io._ngff import format_for, ome_attrs
@@ -144,7 +145,7 @@ def write_labels(
         books = {name: _books(root, record, labels, name, overwrite) for name in names}
         tasks, units = _unit_tasks(labels, record.layout, root, books, path, rewrite)
         if not compute:
-            return lazy_units("write-labels", tasks, units)
+            return lazy_units("write-labels", tasks, units, lease=take_lease(path))
         run_units("write-labels", tasks, units, client=client, progress=progress)
     return path
 
@@ -489,7 +490,7 @@ def _check_complete(ledgers: dict[str, np.ndarray], plate: xr.DataArray, path: P
         if len(missing):
             wells, fields = plate.coords["well"].values, plate.coords["field"].values
             shown = ", ".join(f"{wells[w]}/f{fields[f]}/t{t}" for t, w, f in missing[:10])
-            raise PlateError(
+            raise IncompleteStoreError(
                 f"{path}: labels {name!r} are incomplete ({len(missing)} field(s): {shown}); "
                 "run write_labels again, or pass allow_incomplete=True to read them as zeros"
             )
@@ -503,7 +504,7 @@ def _label_graph(
     n_z = plate.sizes["z"] if "z" in spatial else 1
     block = (1, 1, 1, *((n_z,) if "z" in spatial else ()), sizes["y"], sizes["x"])
     ledger = books.ledger.tokens()
-    graph_name = f"read-labels-{name}-{tokenize(str(root.store), books.fingerprint.digest)}"
+    graph_name = f"read-labels-{name}-{tokenize(books.fingerprint.digest, ledger)}"
     present = np.asarray(plate.coords["field_present"].values, dtype=bool)
     dsk: dict[Any, Any] = {}
     for t, w, f in np.ndindex(sizes["t"], sizes["well"], sizes["field"]):

@@ -7,6 +7,9 @@ disk: it reads each chunk file into a new buffer and then copies that into the o
 copy in all. Anything it cannot read byte for byte (compressors, filters, transposes,
 sharding, big-endian data, chunks that split the columns, remote stores) is left to
 zarr: :func:`raw_rows` returns ``None`` for it.
+
+Row arrays cellscale wrote (they have a ``.cellscale`` folder of books) are read strictly:
+a missing chunk file is an error naming it, never the fill value.
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
+from cellscale._stages import DamagedOutputError
 from cellscale.io._chunk_files import holds_raw_bytes
 
-__all__ = ["RawRows", "raw_rows"]
+__all__ = ["BOOKS", "RawRows", "raw_rows"]
+
+#: The folder inside a cellscale row array that holds its ledger, fingerprint and cell ids.
+BOOKS = ".cellscale"
 
 
 class RawRows:
     """An array-like over a 2-D row-chunked Zarr array whose chunks are raw native bytes.
 
     Indexing reads only the chunk files that the rows touch. Missing chunk files read
-    as the fill value, as in zarr.
+    as the fill value, as in zarr, unless ``strict``: then they are an error.
 
     Parameters
     ----------
@@ -38,6 +45,8 @@ class RawRows:
         The chunk file of each row chunk, relative to ``root``.
     shape, dtype, chunk_rows, fill_value
         As in the array's metadata.
+    strict
+        Raise :class:`~cellscale._stages.DamagedOutputError` for a missing chunk file.
     """
 
     def __init__(
@@ -48,6 +57,7 @@ class RawRows:
         dtype: np.dtype[Any],
         chunk_rows: int,
         fill_value: Any,
+        strict: bool = False,
     ) -> None:
         self.root = root
         self.keys = keys
@@ -56,6 +66,7 @@ class RawRows:
         self.ndim = 2
         self.chunk_rows = chunk_rows
         self.fill_value = fill_value
+        self.strict = strict
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return (type(self).__name__, str(self.root), self.shape, str(self.dtype), self.chunk_rows)
@@ -82,6 +93,12 @@ class RawRows:
             try:
                 file = io.FileIO(path, "r")  # unbuffered: reads go straight into the target
             except FileNotFoundError:
+                if self.strict:
+                    raise DamagedOutputError(
+                        f"{self.root}: rows {first}:{min(first + self.chunk_rows, self.shape[0])} "
+                        f"are missing their chunk file {path}. Run `cellscale verify` on it and "
+                        "write it again"
+                    ) from None
                 target[...] = self.fill_value
                 continue
             with file:
@@ -97,7 +114,7 @@ def _read_exactly(file: io.FileIO, view: memoryview, path: Path) -> None:
         if not got:
             raise OSError(
                 f"chunk file {path} is truncated: expected at least {offset + len(view)} bytes, "
-                f"found {offset + done}"
+                f"found {offset + done}. Run `cellscale verify` on the array and write it again"
             )
         done += got
 
@@ -125,11 +142,13 @@ def raw_rows(array: Any) -> RawRows | None:
         return None
     chunk_rows = array.chunks[0]
     n_chunks = -(-array.shape[0] // chunk_rows)
+    root = Path(array.store.root) / array.path
     return RawRows(
-        root=Path(array.store.root) / array.path,
+        root=root,
         keys=[array.metadata.encode_chunk_key((i, 0)) for i in range(n_chunks)],
         shape=(array.shape[0], array.shape[1]),
         dtype=np.dtype(array.dtype),
         chunk_rows=chunk_rows,
         fill_value=0 if array.fill_value is None else array.fill_value,
+        strict=(root / BOOKS).is_dir(),
     )

@@ -6,7 +6,6 @@ so the next write of the plate writes it again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import zarr
 
 from cellscale._compat import Failed
-from cellscale._stages import Ledger, compute_units, output_lock, task_key
+from cellscale._stages import Ledger, VerifyReport, compute_units, output_lock, task_key
 from cellscale.io._chunks import DamagedChunkError, read_image
 from cellscale.io._plate_index import drop_index, write_index
 from cellscale.io._store_setup import (
@@ -27,46 +26,6 @@ from cellscale.io._store_setup import (
 from cellscale.plate import PlateError
 
 __all__ = ["VerifyReport", "verify_plate", "verify_units"]
-
-
-@dataclass
-class VerifyReport:
-    """What :func:`verify_plate` found.
-
-    Attributes
-    ----------
-    path
-        The plate store.
-    checked
-        How many units marked complete were checked.
-    damaged
-        Each damaged unit (``"B03/f1/t0"``) and what is wrong with it.
-    repaired
-        Whether the damaged units were unmarked, so that a rewrite redoes them.
-    """
-
-    path: Path
-    checked: int
-    damaged: dict[str, str] = field(default_factory=dict)
-    repaired: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """Whether every checked unit is intact."""
-        return not self.damaged
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"{self.path}: all {self.checked} complete units are intact"
-        action = (
-            "unmarked: write the plate again to repair them"
-            if self.repaired
-            else "left marked (repair=False)"
-        )
-        count = f"{len(self.damaged)} of {self.checked} complete units are damaged"
-        lines = [f"{self.path}: {count}, {action}"]
-        lines += [f"  {unit}: {problem}" for unit, problem in self.damaged.items()]
-        return "\n".join(lines)
 
 
 def verify_plate(

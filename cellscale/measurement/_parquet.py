@@ -8,46 +8,53 @@ writes only what is missing, rewrites fields whose inputs changed (a changed fie
 object count shifts the ``cell_id`` of every later field: those are rewritten too), and
 refuses a table made from other labels or settings. ``pandas.read_parquet(path)`` and
 ``pycytominer`` read the folder as it is; :func:`read_cells` gives the rows in ``cell_id``
-order as a dask DataFrame.
+order as a dask DataFrame, strictly: a field never written, a missing or truncated file, or
+a file with other than its field's number of rows is an error naming the field and the file.
+:func:`verify_cells` reads every file and unmarks damaged fields, so that writing the table
+again redoes exactly them.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import xarray as xr
 import zarr
 from dask.base import tokenize
 from dask.delayed import Delayed
 
+from cellscale._compat import frame_meta, frame_name
 from cellscale._stages import (
+    DamagedOutputError,
     Fingerprint,
     Ledger,
+    Opaque,
+    VerifyReport,
+    atomic_path,
     check_fingerprint,
     lazy_units,
     output_lock,
     remove_partials,
     run_units,
+    take_lease,
     task_key,
     unit_token,
 )
 from cellscale.cells import CELL_ID
 from cellscale.measurement._table import FieldSpec, measure
-from cellscale.plate import LINEAGE, UNIT_TOKEN, PlateError
+from cellscale.plate import LINEAGE, UNIT_TOKEN
 
-__all__ = ["read_cells", "write_cells"]
+__all__ = ["cells_digest", "read_cells", "verify_cells", "write_cells"]
 
 _BOOKS = "_cellscale"
-_PART = re.compile(r"^t(\d+)-f(\d+)-c(\d+)\.parquet$")
 
 
 def write_cells(
@@ -102,7 +109,7 @@ def write_cells(
         remove_partials(path)
         tasks, names = _tasks(labels, table, specs, ledger, path)
         if not compute:
-            return lazy_units("write-cells", tasks, names)
+            return lazy_units("write-cells", tasks, names, lease=take_lease(path))
         run_units("write-cells", tasks, names, client=client, progress=progress)
     return path
 
@@ -110,34 +117,140 @@ def write_cells(
 def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFrame:
     """Read a cell table written by :func:`write_cells`, in ``cell_id`` order.
 
+    Every field's file is checked before anything is read: it must be there, whole (its
+    Parquet footer reads) and hold the number of rows the field was written with.
+
+    Parameters
+    ----------
+    path
+        The dataset folder (``cells.parquet``).
+    allow_incomplete
+        Read the fields that were written and leave out those never written (a damaged
+        file of a written field is still an error).
+
     Raises
     ------
-    PlateError
-        If some fields were never written (unless ``allow_incomplete``).
+    DamagedOutputError
+        If some fields were never written (unless ``allow_incomplete``), or a field's file
+        is missing, truncated or holds the wrong number of rows; the message names the
+        field and the file.
     """
     path = Path(path)
-    books = zarr.open_group(str(path / _BOOKS), mode="r")
+    books = _books(path)
+    done = Ledger.open(books, "ledger")
+    assert done is not None
+    complete = done.done()
+    units = _units(books, path)
+    never = [name for unit, name in units.items() if not complete[unit]]
+    if never and not allow_incomplete:
+        shown = ", ".join(never[:5]) + (f" and {len(never) - 5} more" if len(never) > 5 else "")
+        raise DamagedOutputError(
+            f"{path}: {len(never)} field(s) of the cell table were never written ({shown}); "
+            "run write_cells again"
+        )
+    rows = np.asarray(_array(books, "rows")[...])
+    first = np.asarray(_array(books, "first")[...])
+    parts = sorted(
+        _checked_file(path, unit, name, int(rows[unit]), int(first[unit]))
+        for unit, name in units.items()
+        if complete[unit]
+    )
+    if not parts:
+        return dd.from_pandas(pd.DataFrame({CELL_ID: np.zeros(0, np.int64)}), npartitions=1)
+    table = dd.read_parquet([str(p) for _, p in parts], index=False)
+    return table.map_partitions(_indexed_by_cell_id, meta=frame_meta(table))
+
+
+def verify_cells(path: str | Path, *, repair: bool = True) -> VerifyReport:
+    """Check that every written field of a cell table has its file, whole, with its rows.
+
+    Each file is read in full. With ``repair``, damaged fields are unmarked and their
+    files removed, so writing the table again (or rerunning) redoes exactly them.
+    """
+    path = Path(path)
+    with output_lock(path):
+        books = _books(path, "r+" if repair else "r")
+        ledger = Ledger.open(books, "ledger")
+        assert ledger is not None
+        complete = ledger.done()
+        rows = np.asarray(_array(books, "rows")[...])
+        first = np.asarray(_array(books, "first")[...])
+        written = {u: n for u, n in _units(books, path).items() if complete[u]}
+        report = VerifyReport(path, checked=len(written), kind="cell table")
+        for unit, name in written.items():
+            try:
+                _, file = _checked_file(path, unit, name, int(rows[unit]), int(first[unit]))
+                pq.read_table(file)
+            except Exception as err:
+                report.damaged[name] = str(err)
+                if repair:
+                    ledger.clear(unit)
+        report.repaired = repair and not report.ok
+    return report
+
+
+def cells_digest(path: str | Path) -> str:
+    """A token of what the table holds: its fingerprint and the token of every field.
+
+    Later outputs refer to the table by it; it never depends on the table's path.
+    """
+    books = _books(Path(path))
     ledger = Ledger.open(books, "ledger")
     assert ledger is not None
-    if not allow_incomplete:
-        done = ledger.done()
-        expected_array = books["expected"]
-        assert isinstance(expected_array, zarr.Array)
-        expected = np.asarray(expected_array[...], dtype=bool)
-        if (expected & ~done).any():
-            raise PlateError(
-                f"{path}: {int((expected & ~done).sum())} field(s) of the cell table were never "
-                "written; run write_cells again"
-            )
-    parts = sorted(
-        (int(match.group(3)), folder / name)
-        for folder in path.iterdir()
-        if folder.is_dir() and not folder.name.startswith(("_", "."))
-        for name in os.listdir(folder)
-        if (match := _PART.match(name))
-    )
-    table = dd.read_parquet([str(p) for _, p in parts], index=False)
-    return table.map_partitions(_indexed_by_cell_id, meta=table._meta)
+    return str(tokenize(books.attrs.get("fingerprint"), ledger.tokens()))
+
+
+def _books(path: Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:
+    books = path / _BOOKS
+    if not (books / "zarr.json").is_file():
+        raise DamagedOutputError(
+            f"{path} is not a cell table written by cellscale ({_BOOKS}/ is missing), or its "
+            "write never began; run write_cells"
+        )
+    return zarr.open_group(str(books), mode=mode)
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    assert isinstance(node, zarr.Array)
+    return node
+
+
+def _units(books: zarr.Group, path: Path) -> dict[tuple[int, int, int], str]:
+    """Every field the table holds: its unit and its name (``B03/t00000-f00002``)."""
+    stored: Any = books.attrs.get("units")
+    if stored is None:
+        raise DamagedOutputError(
+            f"{path}: the table's list of fields is missing (written by an older cellscale?); "
+            "write it again with overwrite=True"
+        )
+    return {(int(t), int(w), int(f)): str(name) for t, w, f, name in stored}
+
+
+def _checked_file(
+    path: Path, unit: tuple[int, int, int], name: str, rows: int, first: int
+) -> tuple[int, Path]:
+    """The one file of a written field, with its first ``cell_id``, checked whole."""
+    file = path / f"{name}-c{first:012d}.parquet"
+    where = f"{path}: field {name} (t, well, field index {unit})"
+    if not file.is_file():
+        raise DamagedOutputError(
+            f"{where}: {file.name} is missing, but the field is marked written; run "
+            "`cellscale verify` on the table and write it again"
+        )
+    try:
+        stored = pq.read_metadata(file).num_rows
+    except Exception as err:
+        raise DamagedOutputError(
+            f"{where}: {file} cannot be read ({type(err).__name__}: {err}); run "
+            "`cellscale verify` on the table and write it again"
+        ) from err
+    if rows >= 0 and stored != rows:
+        raise DamagedOutputError(
+            f"{where}: {file} holds {stored} rows, but {rows} were written; run "
+            "`cellscale verify` on the table and write it again"
+        )
+    return first, file
 
 
 def _indexed_by_cell_id(part: pd.DataFrame) -> pd.DataFrame:
@@ -171,18 +284,27 @@ def _open(path: Path, fingerprint: Fingerprint, specs: list[FieldSpec], overwrit
         shutil.rmtree(path)
     books = zarr.open_group(str(books_path), mode="w")
     ledger = Ledger.create(books, "ledger", shape)
-    expected = np.zeros(shape, dtype=bool)
-    for spec in specs:
-        expected[spec.unit] = True
-    books.create_array("expected", data=expected, chunks=shape or (1,))
+    for name in ("rows", "first"):  # each field's rows and first cell_id, once written
+        books.create_array(
+            name, shape=shape, chunks=(1,) * len(shape), dtype="int64", fill_value=-1
+        )
+    books.attrs["units"] = [[*spec.unit, _field_name(spec)] for spec in specs]
     books.attrs["fingerprint"] = fingerprint.to_json()
     return ledger
+
+
+def _field_name(spec: FieldSpec) -> str:
+    """A field's folder and file stem in the table: ``B03/t00000-f00002``."""
+    well, site = spec.metadata["Metadata_Well"], int(spec.metadata["Metadata_Site"])
+    return f"{well}/t{spec.unit[0]:05d}-f{site:05d}"
 
 
 def _tasks(
     labels: xr.Dataset, table: dd.DataFrame, specs: list[FieldSpec], ledger: Ledger, path: Path
 ) -> tuple[list[Delayed], list[str]]:
     recorded = ledger.tokens()
+    books = zarr.open_group(str(path / _BOOKS), mode="r+")
+    counts = (_array(books, "rows"), _array(books, "first"))
     sources = (
         np.asarray(labels.coords[UNIT_TOKEN].values, dtype=np.uint64)
         if UNIT_TOKEN in labels.coords
@@ -192,7 +314,9 @@ def _tasks(
     tasks, names = [], []
     for spec, partition in zip(specs, partitions, strict=True):
         source = int(sources[spec.unit]) if sources is not None else 0
-        token = unit_token(tokenize(table._name), spec.unit, spec.first_id, spec.count, source)
+        token = unit_token(
+            tokenize(frame_name(table)), spec.unit, spec.first_id, spec.count, source
+        )
         if int(recorded[spec.unit]) == token:
             continue
         if recorded[spec.unit]:
@@ -200,11 +324,13 @@ def _tasks(
         tasks.append(
             dask.delayed(_write_field, pure=False)(
                 partition,
-                path / spec.metadata["Metadata_Well"],
+                path,
                 spec,
-                ledger,
+                Opaque((ledger, *counts)),
                 token,
-                dask_key_name=task_key("write-cells", str(path.resolve()), table._name, spec.unit),
+                dask_key_name=task_key(
+                    "write-cells", str(path.resolve()), frame_name(table), spec.unit
+                ),
             )
         )
         well, site = spec.metadata["Metadata_Well"], spec.metadata["Metadata_Site"]
@@ -213,17 +339,18 @@ def _tasks(
 
 
 def _write_field(
-    frame: pd.DataFrame, folder: Path, spec: FieldSpec, ledger: Ledger, token: int
+    frame: pd.DataFrame, path: Path, spec: FieldSpec, books: Opaque, token: int
 ) -> None:
-    """Write one field's rows atomically, drop its older files, then mark it complete."""
-    t, _, _ = spec.unit
-    site = int(spec.metadata["Metadata_Site"])
+    """Write one field's rows atomically, drop its older files, record its rows, mark it."""
+    ledger, rows, first = books.value
+    well, stem = _field_name(spec).split("/")
+    folder = path / well
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"t{t:05d}-f{site:05d}-c{spec.first_id:012d}.parquet"
-    for old in folder.glob(f"t{t:05d}-f{site:05d}-c*.parquet"):
+    name = f"{stem}-c{spec.first_id:012d}.parquet"
+    for old in folder.glob(f"{stem}-c*.parquet"):
         if old.name != name:
             old.unlink()
-    partial = folder / f".{name}.partial"
-    frame.to_parquet(partial, index=False)
-    partial.replace(folder / name)
+    with atomic_path(folder / name) as partial:
+        frame.to_parquet(partial, index=False)
+    rows[spec.unit], first[spec.unit] = len(frame), spec.first_id
     ledger.mark(spec.unit, token)

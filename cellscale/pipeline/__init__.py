@@ -18,7 +18,7 @@ _LAZY = {
     "load_config": "cellscale.pipeline._config",
     "RunSummary": "cellscale.pipeline._run",
     "run": "cellscale.pipeline._run",
-    "write_report": "cellscale.pipeline._report",
+    "write_report": "cellscale.report",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,9 +1,10 @@
-"""A run's manifest: which screen an output folder holds and what each stage finished.
+"""A run's manifest: which screen an output folder holds, its provenance and its summary.
 
 ``<output>/cellscale_run.json`` records the run's identity (its plates and their sources),
-for every stage the key of the settings it ran with (chained, so a changed setting
-changes the keys of every later stage) and whether it finished, and the provenance of
-the outputs (the config, package versions, model hashes). It is rewritten atomically.
+the provenance of the outputs (the config, package versions, model hashes) and, for the
+summary and the progress page, what each stage last did (its time and units, and whether
+it finished). Whether a stage has work left is never read from here but from the stage's
+own outputs (see :mod:`cellscale.pipeline._state`). It is rewritten atomically.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from cellscale._stages import StaleOutputError
 
-__all__ = ["MANIFEST", "Manifest", "RunMismatchError", "chain_keys", "package_versions"]
+__all__ = ["MANIFEST", "Manifest", "RunMismatchError", "package_versions"]
 
 MANIFEST = "cellscale_run.json"
 
@@ -29,16 +30,6 @@ RUN_ENTRIES = ("plates", "profiles", "report", "progress.html", MANIFEST)
 
 class RunMismatchError(StaleOutputError):
     """The output folder holds another run (other plates or sources) or something else."""
-
-
-def chain_keys(settings: dict[str, Any]) -> dict[str, str]:
-    """Each stage's key: a hash of its settings and the key of the stage before it."""
-    keys: dict[str, str] = {}
-    previous = ""
-    for stage, values in settings.items():
-        text = json.dumps({"settings": values, "after": previous}, sort_keys=True, default=str)
-        previous = keys[stage] = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return keys
 
 
 def package_versions() -> dict[str, str]:
@@ -86,7 +77,7 @@ class Manifest:
                 f"sources; this run has plates {ours}). Choose another output folder, or pass "
                 "overwrite=True (--overwrite) to replace that run"
             )
-        elif stored is None and out.is_dir() and any(out.iterdir()):
+        elif stored is None and out.is_dir() and any(_foreign(out)):
             raise RunMismatchError(
                 f"{out} is not empty and holds no cellscale run ({MANIFEST} is missing). "
                 "Choose another output folder, or pass overwrite=True (--overwrite) to write "
@@ -100,18 +91,9 @@ class Manifest:
         manifest.save()
         return manifest
 
-    def key(self, stage: str) -> str | None:
-        """The settings key ``stage`` last started with."""
-        return self.data["stages"].get(stage, {}).get("key")
-
-    def done(self, stage: str, key: str) -> bool:
-        """Whether ``stage`` finished with the settings of ``key``."""
-        entry = self.data["stages"].get(stage, {})
-        return entry.get("key") == key and bool(entry.get("done"))
-
-    def start(self, stage: str, key: str) -> None:
-        """Record that ``stage`` starts with the settings of ``key`` (not yet finished)."""
-        self.data["stages"][stage] = {"key": key, "done": False}
+    def start(self, stage: str) -> None:
+        """Record that ``stage`` (``"segment/P1"``) starts (not yet finished)."""
+        self.data["stages"][stage] = {"done": False}
         self.save()
 
     def finish(self, stage: str, **record: Any) -> None:
@@ -124,6 +106,11 @@ class Manifest:
         partial = self.path.with_name(f".{self.path.name}.partial")
         partial.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
         os.replace(partial, self.path)
+
+
+def _foreign(out: Path) -> list[Path]:
+    """What ``out`` holds besides the run's own lock file."""
+    return [p for p in out.iterdir() if p.name != f".{MANIFEST}.lock"]
 
 
 def _remove_run(out: Path) -> None:

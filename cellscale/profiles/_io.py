@@ -48,6 +48,8 @@ def cell_input(x: Any, *, chunk_bytes: int = TARGET_CHUNK_BYTES) -> CellInput:
     ------
     ValueError
         If the array is not 2-D.
+    DamagedOutputError
+        If ``x`` is a row array cellscale did not finish writing.
     """
     if isinstance(x, str | os.PathLike):
         import zarr
@@ -62,6 +64,10 @@ def cell_input(x: Any, *, chunk_bytes: int = TARGET_CHUNK_BYTES) -> CellInput:
         stored = getattr(x, "chunks", None) or (x.shape[0], x.shape[1])
         rows = max(stored[0], (_rows_for(x, chunk_bytes) // stored[0]) * stored[0])
         raw = raw_rows(x)
+        if raw is not None and raw.strict:
+            from cellscale.io._rows import check_rows_complete
+
+            check_rows_complete(raw.root)
         if raw is not None:
             arr = da.from_array(
                 raw, chunks=(rows, -1), lock=False, meta=np.empty((0, 0), raw.dtype)

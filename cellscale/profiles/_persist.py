@@ -6,9 +6,12 @@ import datetime as _dt
 import json
 import os
 import platform
+import zipfile
 from typing import Any
 
 import numpy as np
+
+from cellscale._stages import DamagedOutputError
 
 __all__ = ["read_model", "save_model"]
 
@@ -61,12 +64,20 @@ def read_model(
     ------
     ValueError
         If the file holds another kind of model or was not written by cellscale.
+    DamagedOutputError
+        If the file cannot be read (truncated or damaged).
     """
-    with np.load(path, allow_pickle=False) as data:
-        if _META_KEY not in data:
-            raise ValueError(f"{os.fspath(path)!r} is not a cellscale model file")
-        meta = json.loads(str(data[_META_KEY]))
-        arrays = {key: data[key] for key in data.files if key != _META_KEY}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _META_KEY not in data:
+                raise ValueError(f"{os.fspath(path)!r} is not a cellscale model file")
+            meta = json.loads(str(data[_META_KEY]))
+            arrays = {key: data[key] for key in data.files if key != _META_KEY}
+    except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise DamagedOutputError(
+            f"{os.fspath(path)}: the {kind} file cannot be read ({type(err).__name__}: {err}); "
+            "it is damaged: make it again (a cellscale run remakes it)"
+        ) from err
     if meta["kind"] != kind:
         raise ValueError(f"{os.fspath(path)!r} holds a {meta['kind']}, not a {kind}")
     return meta, arrays

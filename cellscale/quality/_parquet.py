@@ -6,6 +6,8 @@ import os
 
 import pandas as pd
 
+from cellscale._stages import DamagedOutputError
+
 __all__ = ["read_qc", "write_qc"]
 
 
@@ -24,5 +26,19 @@ def write_qc(table: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 
 def read_qc(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a QC table written by :func:`write_qc`."""
-    return pd.read_parquet(path, engine="pyarrow")
+    """Read a QC table written by :func:`write_qc`.
+
+    Raises
+    ------
+    DamagedOutputError
+        If the file cannot be read (truncated or damaged), naming it.
+    """
+    try:
+        return pd.read_parquet(path, engine="pyarrow")
+    except (OSError, ValueError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DamagedOutputError(
+            f"{os.fspath(path)}: the QC table cannot be read ({type(err).__name__}: {err}); it "
+            "is damaged: run QC again (a cellscale run remakes it)"
+        ) from err

@@ -1,10 +1,11 @@
 """Test kit: conformance suites, and the synthetic screens of :mod:`cellscale.synthetic`.
 
 :class:`SegmenterTests` and :class:`EmbedderTests` are the conformance suites every
-segmenter and embedder passes; :mod:`cellscale.testing.networks` holds small torch
-networks for tests. The synthetic plates and their ground truth (:func:`synthetic_plate`,
-:func:`write_synthetic_plate`, :func:`synthetic_labels`, :func:`blob_field` …) live in
-:mod:`cellscale.synthetic` and are re-exported here.
+segmenter and embedder passes, :class:`OutputTests` the one every output kind passes;
+:mod:`cellscale.testing.networks` holds small torch networks for tests. The synthetic
+plates and their ground truth (:func:`synthetic_plate`, :func:`write_synthetic_plate`,
+:func:`synthetic_labels`, :func:`blob_field` …) live in :mod:`cellscale.synthetic` and are
+re-exported here.
 Library code never imports this package.
 """
 
@@ -26,6 +27,7 @@ from cellscale.synthetic import (
     write_synthetic_plate,
 )
 from cellscale.testing._embedder_tests import EmbedderTests
+from cellscale.testing._outputs import OutputTests
 from cellscale.testing._segmenter_tests import SegmenterTests
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "PLATE_FORMATS",
     "CellModel",
     "EmbedderTests",
+    "OutputTests",
     "SegmenterTests",
     "blob_field",
     "default_plate_map",

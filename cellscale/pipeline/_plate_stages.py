@@ -1,0 +1,234 @@
+"""The per-plate stages of a run: ingest, project, segment, measure and embed.
+
+Each writes one store through :func:`~cellscale.pipeline._state.store_stage`, which
+resumes what the store has not finished and writes it again when it was made from other
+inputs or settings; QC and illumination (:mod:`cellscale.pipeline._image_stages`) run
+between them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+import xarray as xr
+
+from cellscale.ops._projection import ProjectionMethod
+from cellscale.pipeline._config import ConfigError, PlateConfig, RunConfig
+from cellscale.pipeline._image_stages import illumination, quality_control
+from cellscale.pipeline._state import RunState, store_stage
+
+__all__ = ["run_plate"]
+
+
+def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
+    """Ingest, project, segment, measure and embed one plate; return the projected plate."""
+    import cellscale
+
+    folder = state.plate_dir(plate)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = _ingest(state, plate, folder / "raw.zarr")
+    fields = int(raw.sizes["t"] * raw.sizes["well"] * raw.sizes["field"])
+    _check_channels(state.config, [str(c) for c in raw.coords["c"].values])
+    projected = _project(state, plate, raw, folder / "projected.zarr", fields)
+    exclude = quality_control(state, plate, projected, folder / "qc.parquet", fields)
+    labels = _segment(state, plate, projected, exclude, folder / "projected.zarr", fields)
+    images = illumination(state, plate, projected, folder / "illumination.npz", fields)
+    cells_path = folder / "cells.parquet"
+    store_stage(
+        state,
+        "measure",
+        plate.name,
+        fields,
+        cells_path,
+        lambda overwrite: cellscale.write_cells(
+            labels,
+            images,
+            cells_path,
+            intensity=state.config.measure.intensity,
+            overwrite=overwrite,
+            **state.common,
+        ),
+        lambda: cellscale.read_cells(cells_path) is not None,
+    )
+    cells = cellscale.read_cells(cells_path).compute()
+    _embed(state, plate, images, labels, cells, folder / "embeddings.zarr")
+    return projected
+
+
+def _ingest(state: RunState, plate: PlateConfig, path: Path) -> xr.DataArray:
+    import cellscale
+
+    def write(overwrite: bool) -> None:
+        if plate.synthetic is not None:
+            from cellscale.synthetic import write_synthetic_plate
+
+            s = plate.synthetic
+            write_synthetic_plate(
+                path,
+                wells=s.wells,
+                fields=s.fields,
+                n_t=len(s.t_hours) if s.t_hours else s.timepoints,
+                t_hours=s.t_hours,
+                n_z=s.planes,
+                channels=list(s.channels),
+                shape=(s.size, s.size),
+                cells_per_field=s.cells_per_field,
+                seed=s.seed,
+                name=plate.name,
+                overwrite=overwrite,
+                **state.common,
+            )
+            return
+        assert plate.folder is not None
+        cellscale.ingest(
+            plate.folder,
+            path,
+            plate.pattern,
+            plate.plate_map,
+            name=plate.name,
+            overwrite=overwrite,
+            **state.common,
+        )
+
+    store_stage(
+        state, "ingest", plate.name, lambda: _fields(path), path, write, lambda: _opens(path)
+    )
+    return cellscale.open_plate(path)
+
+
+def _project(
+    state: RunState, plate: PlateConfig, raw: xr.DataArray, path: Path, fields: int
+) -> xr.DataArray:
+    import cellscale
+
+    config = state.config.project
+    focus = config.focus_channel or state.config.segment.channel
+    method = cast(ProjectionMethod, config.method)  # checked when the config loaded
+    projection = (
+        cellscale.project(raw, method, focus_channel=focus or 0)
+        if method == "best_focus"
+        else cellscale.project(raw, method)
+    )
+    store_stage(
+        state,
+        "project",
+        plate.name,
+        fields,
+        path,
+        lambda overwrite: cellscale.write_plate(
+            projection, path, overwrite=overwrite, **state.common
+        ),
+        lambda: _opens(path),
+    )
+    return cellscale.open_plate(path)
+
+
+def _segment(
+    state: RunState,
+    plate: PlateConfig,
+    projected: xr.DataArray,
+    exclude: pd.DataFrame | None,
+    path: Path,
+    fields: int,
+) -> xr.Dataset:
+    import cellscale
+
+    config = state.config.segment
+    labels = cellscale.segment(
+        projected,
+        config.method,
+        channel=str(config.channel),
+        nuclei_channel=config.nuclei_channel,
+        exclude_border=config.exclude_border,
+        exclude=exclude,
+        **config.options,
+    )
+    store_stage(
+        state,
+        "segment",
+        plate.name,
+        fields,
+        path,
+        lambda overwrite: cellscale.write_labels(labels, path, overwrite=overwrite, **state.common),
+        lambda: cellscale.open_labels(path) is not None,
+    )
+    return cellscale.open_labels(path)
+
+
+def _fields(path: Path) -> int:
+    import cellscale
+
+    raw = cellscale.open_plate(path)
+    return int(raw.sizes["t"] * raw.sizes["well"] * raw.sizes["field"])
+
+
+def _opens(path: Path) -> bool:
+    import cellscale
+
+    return cellscale.open_plate(path) is not None
+
+
+def _check_channels(config: RunConfig, channels: list[str]) -> None:
+    """Every channel the config names is one of the plate's, or a :class:`ConfigError`."""
+    named = {
+        "segment.channel": config.segment.channel,
+        "segment.nuclei_channel": config.segment.nuclei_channel,
+        "project.focus_channel": config.project.focus_channel,
+    }
+    if config.segment.channel is None:
+        raise ConfigError(f"segment.channel is required: one of the plate's channels {channels}")
+    for where, name in named.items():
+        if name is not None and name not in channels:
+            close = difflib.get_close_matches(name, channels, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}: the plates have no channel {name!r} (they have {channels}){hint}"
+            )
+
+
+def _embed(
+    state: RunState,
+    plate: PlateConfig,
+    images: xr.DataArray,
+    labels: xr.Dataset,
+    cells: pd.DataFrame,
+    path: Path,
+) -> None:
+    import cellscale
+    from cellscale.embedding import TorchEmbedder
+    from cellscale.io._rows import check_rows_complete
+
+    if len(cells) == 0:
+        state.problems.append(f"plate {plate.name}: no cells were found, so none were embedded")
+        return
+    crops_config, embed_config = state.config.crops, state.config.embed
+    crops = cellscale.extract_crops(
+        images,
+        cells,
+        size=crops_config.size,
+        mask=crops_config.mask,
+        labels=labels,
+        border=crops_config.border,
+    )
+    model = TorchEmbedder(
+        embed_config.model,
+        in_channels=images.sizes["c"],
+        weights=embed_config.weights,
+        layer=embed_config.layer,
+        batch_size=embed_config.batch_size,
+        device=embed_config.device,
+        seed=embed_config.seed,
+    )
+    embeddings = cellscale.embed(crops, model)
+
+    def write(overwrite: bool) -> Any:
+        return cellscale.write_embeddings(embeddings, path, overwrite=overwrite, **state.common)
+
+    def complete() -> bool:
+        check_rows_complete(path)
+        return True
+
+    store_stage(state, "embed", plate.name, len(cells), path, write, complete)

@@ -1,0 +1,226 @@
+"""The report stage of a run: gather what the report shows and write it as one output.
+
+The report folder is a :class:`~cellscale._stages.FileOutput`: its fingerprint names every
+file it draws from by content (scores, profiles, field quality, QC tables, illumination
+models, each plate's labels), the report settings and the problems found, so it is made
+again whenever any of them changed, and a rerun that changed nothing leaves it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from cellscale._stages import FileOutput, Fingerprint
+from cellscale.pipeline._config import RunConfig, as_dict
+from cellscale.pipeline._screen import Screen
+from cellscale.pipeline._state import RunState, file_stage
+from cellscale.report import Figures, Gallery, Overlay, ReportInputs, Thumbnail, write_report
+
+__all__ = ["report"]
+
+#: Most flagged fields the report shows.
+MAX_FLAGGED_SHOWN = 12
+
+
+def report(state: RunState, screen: Screen, plates: list[xr.DataArray], profiles: Path) -> None:
+    """Write ``report/`` unless it is current."""
+    sources = {name: _digest(profiles / name) for name in _PROFILE_FILES}
+    for plate in state.config.plates:
+        for name in ("qc.parquet", "illumination.npz"):
+            sources[f"{plate.name}/{name}"] = _digest(state.plate_dir(plate) / name)
+    fingerprint = Fingerprint(
+        "report",
+        inputs={"files": sources, "plates": [p.data.name for p in plates], "cells": screen.digests},
+        parameters={**as_dict(state.config.report), "problems": list(state.problems)},
+    )
+    output = FileOutput(state.out / "report")
+    file_stage(
+        state,
+        "report",
+        None,
+        len(plates),
+        output,
+        fingerprint,
+        lambda partial: write_report(partial, _inputs(state, screen, plates, profiles)),
+    )
+
+
+_PROFILE_FILES = ("pca.npz", "cells.parquet", "wells.parquet", "field_quality.parquet")
+
+
+def _digest(path: Path) -> str | None:
+    """A file's recorded checksum, or ``None`` where the run did not make it."""
+    output = FileOutput(path)
+    return output.digest() if path.exists() or output.record_path.exists() else None
+
+
+def _inputs(
+    state: RunState, screen: Screen, plates: list[xr.DataArray], profiles: Path
+) -> ReportInputs:
+    from cellscale.pipeline._run import merged
+    from cellscale.profiles import PCA
+
+    scores = _scores(profiles / "cells.parquet", len(screen.cells))
+    qc = _qc_tables(state)
+    quality = profiles / "field_quality.parquet"
+    pca = profiles / "pca.npz"
+    ratio = PCA.load(FileOutput(pca).open()).explained_variance_ratio_ if pca.exists() else ()
+    return ReportInputs(
+        title=f"cellscale run: {', '.join(p.name for p in state.config.plates)}",
+        cells=screen.cells,
+        scores=scores,
+        explained_variance_ratio=np.asarray(ratio),
+        field_quality=pd.read_parquet(FileOutput(quality).open()) if quality.exists() else None,
+        overlays=_overlays(state, plates),
+        qc=qc,
+        qc_channel=state.config.segment.channel,
+        flagged=_flagged_thumbnails(qc, plates),
+        illumination=_illumination_figures(state, plates),
+        galleries=_galleries(state, plates, screen.cells),
+        stages=tuple(merged(state.stages)),
+        problems=tuple(state.problems),
+        notes=tuple(_notes(state.config)),
+    )
+
+
+def _qc_tables(state: RunState) -> pd.DataFrame | None:
+    """Every plate's QC table, one after the other; ``None`` where the run has none."""
+    import cellscale
+
+    if not state.config.qc.enabled:
+        return None
+    paths = [state.plate_dir(p) / "qc.parquet" for p in state.config.plates]
+    tables = [cellscale.read_qc(FileOutput(path).open()) for path in paths if path.exists()]
+    return pd.concat(tables, ignore_index=True) if tables else None
+
+
+def _illumination_figures(state: RunState, plates: list[xr.DataArray]) -> list[Figures]:
+    """Each plate's illumination model, drawn; none where the run corrects nothing."""
+    from cellscale.illumination import IlluminationModel
+
+    if state.config.illumination.method is None:
+        return []
+    figures = []
+    for plate in plates:
+        path = state.plate_dir(str(plate.name)) / "illumination.npz"
+        if path.exists():
+            model = IlluminationModel.load(FileOutput(path).open())
+            figures.append(Figures(f"Plate {plate.name}: {model.method} flatfield", model.plot()))
+    return figures
+
+
+def _flagged_thumbnails(qc: pd.DataFrame | None, plates: list[xr.DataArray]) -> list[Thumbnail]:
+    """The flagged images (at most :data:`MAX_FLAGGED_SHOWN`), each captioned with its flags."""
+    if qc is None:
+        return []
+    flags = ["blurry", "saturated", "empty", "dim", "nonfinite"]
+    by_name = {str(p.name): p for p in plates}
+    thumbs = []
+    for row in qc[qc["flagged"]].head(MAX_FLAGGED_SHOWN).itertuples():
+        plate = by_name[str(row.Metadata_Plate)]
+        image = plate.sel(t=row.t, well=row.well, field=row.field, c=row.channel)
+        image = image.max("z") if "z" in image.dims else image
+        why = ", ".join(f for f in flags if getattr(row, f, False))
+        title = f"{row.Metadata_Plate} · {row.well} field {row.field} · {row.channel}: {why}"
+        thumbs.append(Thumbnail(title, np.asarray(image.values)))
+    return thumbs
+
+
+def _scores(path: Path, n: int) -> np.ndarray:
+    if not path.exists():
+        return np.zeros((n, 0))
+    table = pd.read_parquet(FileOutput(path).open())
+    return table[[c for c in table.columns if c.startswith("PC")]].to_numpy()
+
+
+def _conditions(cells: pd.DataFrame) -> list[str]:
+    wanted = ("Metadata_treatment", "Metadata_concentration")
+    return [c for c in wanted if c in cells.columns]
+
+
+def _overlays(state: RunState, plates: list[xr.DataArray]) -> list[Any]:
+    """A few fields per condition of the first plate, with their cells' outlines."""
+    import cellscale
+
+    plate = plates[0]
+    labels = cellscale.open_labels(state.plate_dir(state.config.plates[0]) / "projected.zarr")
+    compartment = str(labels.attrs.get("compartments", ["cells"])[0])
+    channel = str(state.config.segment.channel)
+    per_condition = state.config.report.overlays_per_condition
+    conditions = [c for c in ("treatment", "concentration") if c in plate.coords]
+    seen: dict[tuple[Any, ...], int] = {}
+    overlays = []
+    t = plate.coords["t"].values[-1]
+    for well in plate.coords["well"].values:
+        condition = tuple(plate.coords[c].sel(well=well).item() for c in conditions)
+        if seen.get(condition, 0) >= per_condition:
+            continue
+        seen[condition] = seen.get(condition, 0) + 1
+        field_ = plate.coords["field"].values[0]
+        image = plate.sel(t=t, well=well, field=field_, c=channel)
+        if "z" in image.dims:
+            image = image.max("z")
+        mask = labels[compartment].sel(t=t, well=well, field=field_)
+        what = " · ".join(str(v) for v in condition)
+        overlays.append(
+            Overlay(f"{plate.name} · {well} field {field_} · {what}", image.values, mask.values)
+        )
+    return overlays
+
+
+def _galleries(state: RunState, plates: list[xr.DataArray], cells: pd.DataFrame) -> list[Any]:
+    """Crops of the first cells of each condition (first plate), the segmentation channel."""
+    import cellscale
+
+    if cells.empty:
+        return []
+    first = state.config.plates[0]
+    plate = plates[0].sel(c=[str(state.config.segment.channel)])
+    labels = cellscale.open_labels(state.plate_dir(first) / "projected.zarr")
+    mine = cells[cells["Metadata_Plate"] == plates[0].name]
+    conditions = _conditions(mine) or ["Metadata_Well"]
+    galleries = []
+    n = state.config.report.crops_per_gallery
+    keys = ["Metadata_Timepoint", "Metadata_Well", "Metadata_Site"]
+    for values, group in mine.groupby(conditions, sort=True):
+        (t, well, site), field_cells = max(group.groupby(keys, sort=True), key=lambda g: len(g[1]))
+        where = {"t": [t], "well": [well], "field": [site]}
+        crops = cellscale.extract_crops(
+            plate.sel(where),
+            field_cells.assign(cell_id=np.arange(len(field_cells))),
+            size=state.config.crops.size,
+            mask=state.config.crops.mask,
+            labels=labels.sel(where),
+            border="pad",
+        )
+        what = values if isinstance(values, tuple) else (values,)
+        tiles = np.asarray(crops[:n].values)[:, 0]
+        galleries.append(Gallery(" ".join(str(v) for v in what), tiles))
+    return galleries
+
+
+def _notes(config: RunConfig) -> list[str]:
+    embed = config.embed
+    if embed.weights:
+        model = f"{embed.model} with the weights in {embed.weights}"
+    else:
+        model = (
+            f"{embed.model} randomly initialised from seed {embed.seed} (no weights were given; "
+            "set embed.weights to a state dict or TorchScript file to use trained weights)"
+        )
+    segment = config.segment
+    seeds = f", seeded by {segment.nuclei_channel!r}" if segment.nuclei_channel else ""
+    per_plate = ", per plate" if config.profiles.per_plate else ""
+    return [
+        f"Embeddings: {model}, layer {embed.layer!r}, "
+        f"{config.crops.size}-pixel crops, mask {config.crops.mask!r}.",
+        f"Segmentation: {segment.method} on channel {segment.channel!r}{seeds}; "
+        f"border cells {'dropped' if segment.exclude_border else 'kept'}.",
+        f"Projection: {config.project.method}. Normalisation: {config.profiles.normalize} "
+        f"against {config.profiles.controls or 'all cells'}{per_plate}.",
+    ]
