@@ -194,3 +194,28 @@ def test_a_corrected_plate_map_reaches_the_profiles_and_the_report(
     for table in ("cells.parquet", "wells.parquet"):
         rows = pd.read_parquet(tmp_path / "run" / "profiles" / table)
         assert set(rows.loc[rows["Metadata_Well"] == well, "Metadata_treatment"]) == {"drug"}, table
+
+
+def test_the_summary_names_each_plates_status_where_plates_differ() -> None:
+    from cellscale.pipeline._run import RunSummary
+    from cellscale.report import StageRecord
+
+    summary = RunSummary(
+        output=Path("run"),
+        report=Path("run/report/index.html"),
+        plates=2,
+        wells=8,
+        fields=8,
+        timepoints=1,
+        cells=10,
+        stages=(StageRecord("ingest", 1.0, 8, "ran"), StageRecord("segment", 2.0, 8, "resumed")),
+        plate_statuses=(
+            ("ingest", "P1", "ran"),
+            ("ingest", "P2", "ran"),
+            ("segment", "P1", "finished before, checked"),
+            ("segment", "P2", "resumed"),
+        ),
+    )
+    text = str(summary)
+    assert "P1: finished before, checked" in text and "P2: resumed" in text
+    assert "P1: ran" not in text  # alike plates are not listed

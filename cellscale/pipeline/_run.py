@@ -65,6 +65,8 @@ class RunSummary:
     cells: int
     stages: tuple[StageRecord, ...]
     problems: tuple[str, ...] = ()
+    plate_statuses: tuple[tuple[str, str, str], ...] = ()
+    """Each (stage, plate, status) of the per-plate stages."""
 
     def __str__(self) -> str:
         lines = [
@@ -77,6 +79,11 @@ class RunSummary:
                 f"  {stage.name:<9}{stage.seconds:8.1f} s  {stage.units:>9} units "
                 f"{rate:10.1f}/s  {stage.status}"
             )
+            mine = [
+                (plate, status) for name, plate, status in self.plate_statuses if name == stage.name
+            ]
+            if len({status for _, status in mine}) > 1:
+                lines.extend(f"{'':13}{plate}: {status}" for plate, status in mine)
         total = sum(s.seconds for s in self.stages)
         rate = self.cells / total if total > 0 else float("nan")
         lines.append(f"  total    {total:8.1f} s  {self.cells:>9} cells {rate:10.1f}/s")
@@ -157,6 +164,7 @@ def run(
         cells=len(screen.cells),
         stages=tuple(merged(state.stages)),
         problems=tuple(state.problems),
+        plate_statuses=tuple(state.plate_statuses),
     )
 
 

@@ -46,6 +46,13 @@ class RunState:
     progress: bool
     stages: list[StageRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    plate_statuses: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def record(self, record: StageRecord, plate: str | None) -> None:
+        """Add what a stage did (for one plate, or the screen) to the summary."""
+        self.stages.append(record)
+        if plate is not None:
+            self.plate_statuses.append((record.name, plate, record.status))
 
     def plate_dir(self, plate: PlateConfig | str) -> Path:
         """The folder of a plate's outputs."""
@@ -76,7 +83,7 @@ def step(state: RunState, stage: str, plate: str | None, units: int, status: str
     yield current
     seconds = time.perf_counter() - start
     state.manifest.finish(entry, seconds=round(seconds, 3), units=current.units)
-    state.stages.append(StageRecord(stage, seconds, current.units, current.status))
+    state.record(StageRecord(stage, seconds, current.units, current.status), plate)
 
 
 def store_stage(
@@ -124,7 +131,7 @@ def file_stage(
     found = output.state(fingerprint)
     if found == "current":
         done = "finished before, checked" if plate else "skipped: unchanged"
-        state.stages.append(StageRecord(stage, 0.0, 0 if plate is None else units, done))
+        state.record(StageRecord(stage, 0.0, 0 if plate is None else units, done), plate)
         return False
     with step(state, stage, plate, units, _FILE_STATUS[found]):
         output.write(fingerprint, make, overwrite=True)
