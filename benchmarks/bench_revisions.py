@@ -150,7 +150,12 @@ def _measure(op: str, tree: Path, data: Path, out: Path) -> dict[str, float]:
     )
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=out.parent,  # never a source tree: `python -c` imports from its folder first
+        check=True,
+        capture_output=True,
+        text=True,
     )
     time.sleep(1)
     shutil.rmtree(out, ignore_errors=True)

@@ -125,6 +125,7 @@ def guard_graph(graphs: Iterable[Mapping[Any, Any]]) -> HighLevelGraph:
     layers and layer annotations (e.g. GPU resources) are kept; each layer is
     materialised.
     """
+    # not blockwise: rewrites the tasks of any graph, under their own keys, whatever built them
     merged = HighLevelGraph.merge(*graphs)
     every_key = set(merged.keys())  # a legacy tuple naming another layer's key is a reference
     layers = {}

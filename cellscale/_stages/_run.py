@@ -130,6 +130,7 @@ def lazy_units(
     key = f"{stage}-{tokenize(stage, [t.key for t in tasks], lease)}"
     refs = (TaskRef(t.key) for t in tasks)
     collect = Task(key, _collect, stage, tuple(names), Opaque((lease, then)), *refs)
+    # not blockwise: one task after every unit's (delayed, not array blocks), on their guarded graph
     graph = HighLevelGraph(
         {**guarded.layers, key: MaterializedLayer({key: collect})},
         {**guarded.dependencies, key: set(guarded.layers)},
@@ -138,6 +139,7 @@ def lazy_units(
 
 
 def _guarded(tasks: Sequence[Delayed]) -> list[Delayed]:
+    # not blockwise: the units' delayed tasks, rebuilt under their own keys on the guarded graph
     graph = guard_graph([task.__dask_graph__() for task in tasks])
     return [Delayed(task.key, graph) for task in tasks]
 

@@ -75,6 +75,7 @@ def embed(
     token = tokenize(crops.data.name, embedder, per_task)
     name = f"embed-{token}"
     zeros = (0,) * (crops.ndim - 1)
+    # not blockwise: a task pools a run of consecutive crop chunks (a rechunk would copy them)
     layer_tasks: dict[Any, Any] = {}
     starts = np.concatenate([[0], np.cumsum(crops.data.chunks[0])])
     for g, group in enumerate(groups):

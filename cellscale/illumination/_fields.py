@@ -168,6 +168,7 @@ def reduced_fields(
         for i, unit in enumerate(units)
         for j, c in enumerate(positions)
     }
+    # not blockwise: tasks read a chosen list of (t, well, field) images and channels, not a grid
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
     chunks = ((1,) * len(units), (1,) * len(positions), (planes,), (small[0],), (small[1],))
     return da.Array(graph, name, chunks, meta=np.empty((0,) * 5, np.dtype(dtype)))

@@ -371,6 +371,7 @@ def _plate_graph(
     n_t, n_c, n_z, n_y, n_x = shape5
     name = f"read-plate-{tokenize(identity)}"
     block = (1, 1, 1, n_z, 1, n_y, n_x)
+    # not map_blocks: a source; each task has its own array, strict where the ledger says, or zeros
     dsk: dict[Any, Any] = {}
     for w, well in enumerate(wells):
         for f, field in enumerate(fields):

@@ -464,6 +464,7 @@ def _lazy_array(
     projected = ("project_z", "max") if grid.project else ()  # planes: the name as before
     token = tokenize(names, grid.channels, str(dtype), first.shape, rgb, *projected)
     name = f"ingest-{token}"
+    # not map_blocks: a source, each task reading its own files and pages (its ChunkSpec)
     layer: dict[Any, Any] = {}
     for ti, t in enumerate(grid.t):
         for wi, well in enumerate(grid.wells):

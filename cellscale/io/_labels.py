@@ -506,6 +506,7 @@ def _label_graph(
     ledger = books.ledger.tokens()
     graph_name = f"read-labels-{name}-{tokenize(books.fingerprint.digest, ledger)}"
     present = np.asarray(plate.coords["field_present"].values, dtype=bool)
+    # not map_blocks: a source; each task has its own array, strict where the ledger says, or zeros
     dsk: dict[Any, Any] = {}
     for t, w, f in np.ndindex(sizes["t"], sizes["well"], sizes["field"]):
         key = (graph_name, t, w, f, *((0,) * len(spatial)))

@@ -186,6 +186,7 @@ def _labels_dataset(
     present = np.asarray(plate.coords["field_present"].values, dtype=bool)
     units = [u for u in np.ndindex(*shape) if present[u[1], u[2]] and u not in skipped]
     batches = [units[i : i + per_task] for i in range(0, len(units), per_task)]
+    # not blockwise: one task segments a batch of several fields (many blocks in, one list out)
     batch_layer: dict[Any, Any] = {
         (batch_name, b): (
             _segment_fields,
@@ -205,6 +206,7 @@ def _labels_dataset(
     }
 
     def picked(name: str, pick: Any, empty: tuple[Any, ...], block: tuple[int, ...]) -> da.Array:
+        # not blockwise: each field's chunk picks its result out of its batch; holes are np.zeros
         layer: dict[Any, Any] = {
             (name, *u, *block): (pick, *position[u]) if u in position else empty
             for u in np.ndindex(*shape)

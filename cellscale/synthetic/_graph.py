@@ -108,6 +108,7 @@ def _array(
     token_parts: tuple[Any, ...],
 ) -> da.Array:
     name = f"{prefix}-{tokenize(*token_parts)}"
+    # not map_blocks: a source whose tasks take their own field's seed keys and phenotype as args
     dsk: dict[Any, Any] = {(name, *index): task for index, task in tasks.items()}
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     meta = np.empty((0,) * len(chunks), dtype=dtype)
