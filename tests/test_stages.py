@@ -212,6 +212,15 @@ def test_partial_files_left_by_a_killed_writer_are_removed(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep"]
 
 
+def test_partial_folders_and_files_of_atomic_writes_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".report.partial" / "figures").mkdir(parents=True)
+    (tmp_path / ".report.partial" / "figures" / "a.png").write_bytes(b"x")
+    (tmp_path / ".cells.partial.parquet").write_bytes(b"x")
+    (tmp_path / "report").mkdir()
+    assert remove_partials(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
 def test_guarded_graphs_keep_references_across_layers_and_annotations() -> None:
     import dask.array as da
     from dask.delayed import Delayed
