@@ -10,8 +10,11 @@ __all__ = ["file_sha256"]
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, *, cached: bool = True) -> str:
     """The sha256 hex digest of a file, cached for its size and modification time.
+
+    ``cached=False`` reads the file again whatever is cached (to find damage that kept
+    the file's size and time).
 
     Examples
     --------
@@ -24,7 +27,7 @@ def file_sha256(path: str | Path) -> str:
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
+    if key not in _HASHES or not cached:
         digest = hashlib.sha256()
         with path.open("rb") as file:
             for block in iter(lambda: file.read(1 << 24), b""):

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real data beside the repository, and laziness guards."""
+"""Shared fixtures: the real data beside the repository, laziness guards, a pipeline cluster."""
 
 from __future__ import annotations
 
@@ -6,12 +6,24 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 import pytest
 
+import cellscale
+
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A local cluster of one CPU and one GPU-tagged worker (threads), per test module."""
+    with cellscale.start_cluster(
+        "local", n_workers=1, gpu_workers=1, processes=False, threads_per_worker=2, quiet=True
+    ) as started:
+        yield started
 
 
 @pytest.fixture

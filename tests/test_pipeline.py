@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +54,6 @@ def screen_config(out: Path, **changes: Any) -> dict[str, Any]:
     for section, values in changes.items():
         config[section] = {**config.get(section, {}), **values}
     return config
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with cellscale.start_cluster(
-        "local", n_workers=1, gpu_workers=1, processes=False, threads_per_worker=2, quiet=True
-    ) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

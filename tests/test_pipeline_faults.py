@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from cellscale.pipeline._run import RunLockedError
 from tests.test_pipeline import _mtimes, screen_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    with cellscale.start_cluster(
-        "local", n_workers=1, gpu_workers=1, processes=False, threads_per_worker=2, quiet=True
-    ) as started:
-        yield started
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from cellscale._files import file_sha256
 from cellscale._stages._fingerprint import Fingerprint, check_fingerprint
 from cellscale._stages._lock import output_lock
 from cellscale._stages._output import DamagedOutputError, VerifyReport, atomic_path
@@ -25,8 +26,6 @@ from cellscale._stages._output import DamagedOutputError, VerifyReport, atomic_p
 __all__ = ["FileOutput", "FileState"]
 
 FileState = Literal["current", "missing", "stale", "damaged"]
-
-_CHUNK = 1 << 20
 
 
 class FileOutput:
@@ -120,8 +119,12 @@ class FileOutput:
         assert record is not None
         return str(record["sha256"])
 
-    def problem(self) -> str | None:
-        """What is wrong with the output, or ``None`` when it is whole."""
+    def problem(self, *, fresh: bool = False) -> str | None:
+        """What is wrong with the output, or ``None`` when it is whole.
+
+        ``fresh`` reads every byte again rather than trusting this process's checksum of
+        a file of the same size and modification time.
+        """
         if not self.path.exists():
             return "is missing; run the stage that makes it again"
         record = self._record()
@@ -130,7 +133,7 @@ class FileOutput:
                 f"has no record ({self.record_path.name}): its write never finished, so it "
                 "cannot be trusted; run the stage that makes it again"
             )
-        if _checksum(self.path) != record.get("sha256"):
+        if _checksum(self.path, cached=not fresh) != record.get("sha256"):
             return (
                 "was changed or damaged since it was written (its checksum differs); run "
                 "`cellscale verify` on it, then the stage that makes it again"
@@ -143,7 +146,7 @@ class FileOutput:
         if not self.path.exists() and self._record() is None:
             report.checked = 0
             return report
-        problem = self.problem()
+        problem = self.problem(fresh=True)
         if problem:
             report.damaged[self.path.name] = problem
         if repair and problem:
@@ -160,14 +163,16 @@ class FileOutput:
         return record if isinstance(record, dict) and "fingerprint" in record else None
 
 
-def _checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes, or of every file of a folder with its relative path."""
+def _checksum(path: Path, *, cached: bool = True) -> str:
+    """SHA-256 of a file's bytes, or of every file of a folder with its relative path.
+
+    Files are hashed by :func:`~cellscale._files.file_sha256`, once per process for a
+    given size and modification time unless ``cached`` is false.
+    """
+    if path.is_file():
+        return file_sha256(path, cached=cached)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if file != path:
-            digest.update(os.fsencode(file.relative_to(path).as_posix()) + b"\0")
-        with file.open("rb") as handle:
-            while block := handle.read(_CHUNK):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(os.fsencode(file.relative_to(path).as_posix()) + b"\0")
+        digest.update(file_sha256(file, cached=cached).encode())
     return digest.hexdigest()

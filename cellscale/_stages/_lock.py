@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellscale._stages._output import atomic_path
+
 __all__ = [
     "Lease",
     "OutputLockedError",
@@ -158,10 +160,8 @@ def take_lease(path: str | Path) -> Lease:
     path = Path(path)
     token = uuid.uuid4().hex
     record = {"token": token, "pid": os.getpid(), "host": socket.gethostname()}
-    lease = lease_path(path)
-    partial = lease.with_name(f"{lease.name}.{token}.tmp")
-    partial.write_text(json.dumps(record))
-    os.replace(partial, lease)
+    with atomic_path(lease_path(path)) as partial:
+        partial.write_text(json.dumps(record))
     return Lease(path, token)
 
 

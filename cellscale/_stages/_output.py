@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from cellscale._compat import Failed
 
 __all__ = ["DamagedOutputError", "VerifyReport", "atomic_path"]
 
@@ -47,6 +50,21 @@ class VerifyReport:
     damaged: dict[str, str] = field(default_factory=dict)
     repaired: bool = False
     kind: str = "plate"
+
+    def add(self, unit: str, result: Any) -> bool:
+        """Record what checking ``unit`` returned; whether it is damaged.
+
+        ``result`` is ``None`` for an intact unit, the problem found, or the
+        :class:`~cellscale._compat.Failed` of a check that raised.
+        """
+        problem = (
+            f"{type(result.error).__name__}: {result.error}"
+            if isinstance(result, Failed)
+            else result
+        )
+        if problem:
+            self.damaged[unit] = str(problem)
+        return bool(problem)
 
     @property
     def ok(self) -> bool:

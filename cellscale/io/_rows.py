@@ -21,7 +21,6 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from cellscale._compat import Failed
 from cellscale._stages import (
     DamagedOutputError,
     Fingerprint,
@@ -227,11 +226,8 @@ def verify_rows(
         results = compute_units("verify-rows", tasks, client=client, progress=progress)
         report = VerifyReport(path, checked=len(done), kind="rows")
         for i, result in zip(done, results, strict=True):
-            problem = _failure(result) if isinstance(result, Failed) else result
-            if problem:
-                report.damaged[_rows_name(array, int(i))] = problem
-                if repair:
-                    ledger.clear((int(i),))
+            if report.add(_rows_name(array, int(i)), result) and repair:
+                ledger.clear((int(i),))
         report.repaired = repair and not report.ok
     return report
 
@@ -275,10 +271,6 @@ def _check_chunk(reader: _StrictRows, i: int) -> str | None:
         return str(err)
     expected = min(reader.array.chunks[0], reader.shape[0] - i * reader.array.chunks[0])
     return None if len(rows) == expected else f"holds {len(rows)} rows, expected {expected}"
-
-
-def _failure(result: Failed) -> str:
-    return f"{type(result.error).__name__}: {result.error}"
 
 
 def _ledger(path: Path, mode: Literal["r", "r+"]) -> Ledger:

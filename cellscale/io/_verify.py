@@ -13,7 +13,6 @@ import dask
 import numpy as np
 import zarr
 
-from cellscale._compat import Failed
 from cellscale._stages import Ledger, VerifyReport, compute_units, output_lock, task_key
 from cellscale.io._chunks import DamagedChunkError, read_image
 from cellscale.io._plate_index import drop_index, write_index
@@ -86,9 +85,7 @@ def verify_units(path: Path, *, repair: bool, client: Any, progress: bool) -> Ve
     results = compute_units("verify-plate", tasks, client=client, progress=progress)
     report = VerifyReport(path, checked=len(units))
     for name, result in zip(names, results, strict=True):
-        problem = _problem(result)
-        if problem:
-            report.damaged[name] = problem
+        report.add(name, result)
     if repair and not report.ok:
         drop_index(path)  # first: the index must never describe an unmarked unit
         for unit, name in zip(units, names, strict=True):
@@ -121,9 +118,3 @@ def _check_unit(
             except DamagedChunkError as err:
                 return f"channel {channel!r}{at}{err}"
     return None
-
-
-def _problem(result: Any) -> str | None:
-    if isinstance(result, Failed):
-        return f"{type(result.error).__name__}: {result.error}"
-    return result

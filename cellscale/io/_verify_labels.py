@@ -13,7 +13,6 @@ import dask
 import numpy as np
 import zarr
 
-from cellscale._compat import Failed
 from cellscale._stages import Ledger, VerifyReport, compute_units, output_lock, task_key
 from cellscale.io._chunks import DamagedChunkError, read_image
 from cellscale.io._labels import LABELS_KEY
@@ -84,15 +83,8 @@ def _verify_one(
     results = compute_units(f"verify-labels-{name}", tasks, client=client, progress=progress)
     report = VerifyReport(path, checked=len(units), kind=f"labels {name!r}")
     for unit, unit_name, result in zip(units, unit_names, results, strict=True):
-        problem = (
-            f"{type(result.error).__name__}: {result.error}"
-            if isinstance(result, Failed)
-            else result
-        )
-        if problem:
-            report.damaged[unit_name] = problem
-            if repair:
-                ledger.clear(unit)
+        if report.add(unit_name, result) and repair:
+            ledger.clear(unit)
     report.repaired = repair and not report.ok
     return report
 

@@ -148,10 +148,9 @@ def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFr
             f"{path}: {len(never)} field(s) of the cell table were never written ({shown}); "
             "run write_cells again"
         )
-    rows = np.asarray(_array(books, "rows")[...])
-    first = np.asarray(_array(books, "first")[...])
+    written = np.asarray(_array(books, "written")[...])
     parts = sorted(
-        _checked_file(path, unit, name, int(rows[unit]), int(first[unit]))
+        _checked_file(path, unit, name, *map(int, written[unit]))
         for unit, name in units.items()
         if complete[unit]
     )
@@ -173,13 +172,12 @@ def verify_cells(path: str | Path, *, repair: bool = True) -> VerifyReport:
         ledger = Ledger.open(books, "ledger")
         assert ledger is not None
         complete = ledger.done()
-        rows = np.asarray(_array(books, "rows")[...])
-        first = np.asarray(_array(books, "first")[...])
-        written = {u: n for u, n in _units(books, path).items() if complete[u]}
-        report = VerifyReport(path, checked=len(written), kind="cell table")
-        for unit, name in written.items():
+        written = np.asarray(_array(books, "written")[...])
+        fields = {u: n for u, n in _units(books, path).items() if complete[u]}
+        report = VerifyReport(path, checked=len(fields), kind="cell table")
+        for unit, name in fields.items():
             try:
-                _, file = _checked_file(path, unit, name, int(rows[unit]), int(first[unit]))
+                _, file = _checked_file(path, unit, name, *map(int, written[unit]))
                 pq.read_table(file)
             except Exception as err:
                 report.damaged[name] = str(err)
@@ -284,10 +282,9 @@ def _open(path: Path, fingerprint: Fingerprint, specs: list[FieldSpec], overwrit
         shutil.rmtree(path)
     books = zarr.open_group(str(books_path), mode="w")
     ledger = Ledger.create(books, "ledger", shape)
-    for name in ("rows", "first"):  # each field's rows and first cell_id, once written
-        books.create_array(
-            name, shape=shape, chunks=(1,) * len(shape), dtype="int64", fill_value=-1
-        )
+    books.create_array(  # each field's rows and first cell_id, once written
+        "written", shape=(*shape, 2), chunks=(1,) * len(shape) + (2,), dtype="int64", fill_value=-1
+    )
     books.attrs["units"] = [[*spec.unit, _field_name(spec)] for spec in specs]
     books.attrs["fingerprint"] = fingerprint.to_json()
     return ledger
@@ -304,7 +301,7 @@ def _tasks(
 ) -> tuple[list[Delayed], list[str]]:
     recorded = ledger.tokens()
     books = zarr.open_group(str(path / _BOOKS), mode="r+")
-    counts = (_array(books, "rows"), _array(books, "first"))
+    written = _array(books, "written")
     sources = (
         np.asarray(labels.coords[UNIT_TOKEN].values, dtype=np.uint64)
         if UNIT_TOKEN in labels.coords
@@ -326,7 +323,7 @@ def _tasks(
                 partition,
                 path,
                 spec,
-                Opaque((ledger, *counts)),
+                Opaque((ledger, written)),
                 token,
                 dask_key_name=task_key(
                     "write-cells", str(path.resolve()), frame_name(table), spec.unit
@@ -342,7 +339,7 @@ def _write_field(
     frame: pd.DataFrame, path: Path, spec: FieldSpec, books: Opaque, token: int
 ) -> None:
     """Write one field's rows atomically, drop its older files, record its rows, mark it."""
-    ledger, rows, first = books.value
+    ledger, written = books.value
     well, stem = _field_name(spec).split("/")
     folder = path / well
     folder.mkdir(parents=True, exist_ok=True)
@@ -352,5 +349,5 @@ def _write_field(
             old.unlink()
     with atomic_path(folder / name) as partial:
         frame.to_parquet(partial, index=False)
-    rows[spec.unit], first[spec.unit] = len(frame), spec.first_id
+    written[spec.unit] = (len(frame), spec.first_id)
     ledger.mark(spec.unit, token)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cellscale._stages import StaleOutputError
+from cellscale._stages import StaleOutputError, atomic_path
 
 __all__ = ["MANIFEST", "Manifest", "RunMismatchError", "package_versions"]
 
@@ -103,9 +102,8 @@ class Manifest:
 
     def save(self) -> None:
         """Write the manifest atomically."""
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        partial.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
-        os.replace(partial, self.path)
+        with atomic_path(self.path) as partial:
+            partial.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
 
 
 def _foreign(out: Path) -> list[Path]:

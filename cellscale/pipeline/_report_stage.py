@@ -62,7 +62,6 @@ def _digest(path: Path) -> str | None:
 def _inputs(
     state: RunState, screen: Screen, plates: list[xr.DataArray], profiles: Path
 ) -> ReportInputs:
-    from cellscale.pipeline._run import merged
     from cellscale.profiles import PCA
 
     scores = _scores(profiles / "cells.parquet", len(screen.cells))
@@ -82,7 +81,7 @@ def _inputs(
         flagged=_flagged_thumbnails(qc, plates),
         illumination=_illumination_figures(state, plates),
         galleries=_galleries(state, plates, screen.cells),
-        stages=tuple(merged(state.stages)),
+        stages=tuple(state.merged_stages()),
         problems=tuple(state.problems),
         notes=tuple(_notes(state.config)),
     )

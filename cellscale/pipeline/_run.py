@@ -45,7 +45,7 @@ from cellscale.pipeline._screen import Screen, pca, profiles, screen_cells
 from cellscale.pipeline._state import RunState
 from cellscale.report import StageRecord
 
-__all__ = ["RunLockedError", "RunSummary", "merged", "run"]
+__all__ = ["RunLockedError", "RunSummary", "run"]
 
 
 class RunLockedError(OutputLockedError):
@@ -162,7 +162,7 @@ def run(
         fields=int(n_fields),
         timepoints=max(p.sizes["t"] for p in plates),
         cells=len(screen.cells),
-        stages=tuple(merged(state.stages)),
+        stages=tuple(state.merged_stages()),
         problems=tuple(state.problems),
         plate_statuses=tuple(state.plate_statuses),
     )
@@ -224,26 +224,3 @@ def _screen_stages(state: RunState, plates: list[Any], screen: Screen) -> None:
         pca(state, screen, profiles_folder)
         profiles(state, screen, plates, profiles_folder)
     report(state, screen, plates, profiles_folder)
-
-
-def merged(records: list[StageRecord]) -> list[StageRecord]:
-    """One record per stage name (plates summed), in the order stages first ran.
-
-    The status shown is the first that says work was done, else the first.
-    """
-    merged: dict[str, StageRecord] = {}
-    for r in records:
-        seen = merged.get(r.name)
-        merged[r.name] = (
-            r
-            if seen is None
-            else StageRecord(
-                r.name, seen.seconds + r.seconds, seen.units + r.units, _status(seen, r)
-            )
-        )
-    return list(merged.values())
-
-
-def _status(first: StageRecord, then: StageRecord) -> str:
-    idle = ("finished before", "skipped")
-    return then.status if first.status.startswith(idle) else first.status

@@ -48,6 +48,23 @@ class RunState:
     problems: list[str] = field(default_factory=list)
     plate_statuses: list[tuple[str, str, str]] = field(default_factory=list)
 
+    def merged_stages(self) -> list[StageRecord]:
+        """One record per stage name (plates summed), in the order stages first ran.
+
+        The status shown is the first that says work was done, else the first.
+        """
+        merged: dict[str, StageRecord] = {}
+        for r in self.stages:
+            seen = merged.get(r.name)
+            merged[r.name] = (
+                r
+                if seen is None
+                else StageRecord(
+                    r.name, seen.seconds + r.seconds, seen.units + r.units, _status(seen, r)
+                )
+            )
+        return list(merged.values())
+
     def record(self, record: StageRecord, plate: str | None) -> None:
         """Add what a stage did (for one plate, or the screen) to the summary."""
         self.stages.append(record)
@@ -136,6 +153,11 @@ def file_stage(
     with step(state, stage, plate, units, _FILE_STATUS[found]):
         output.write(fingerprint, make, overwrite=True)
     return True
+
+
+def _status(first: StageRecord, then: StageRecord) -> str:
+    idle = ("finished before", "skipped")
+    return then.status if first.status.startswith(idle) else first.status
 
 
 def _safely(check: Callable[[], bool]) -> bool:

@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 
 from cellscale.io._raw_rows import RawRows, raw_rows
+from cellscale.io._rows import check_rows_complete
 
 __all__ = [
     "TARGET_CHUNK_BYTES",
@@ -65,8 +66,6 @@ def cell_input(x: Any, *, chunk_bytes: int = TARGET_CHUNK_BYTES) -> CellInput:
         rows = max(stored[0], (_rows_for(x, chunk_bytes) // stored[0]) * stored[0])
         raw = raw_rows(x)
         if raw is not None and raw.strict:
-            from cellscale.io._rows import check_rows_complete
-
             check_rows_complete(raw.root)
         if raw is not None:
             arr = da.from_array(
