@@ -171,11 +171,22 @@ def test_a_given_diameter_is_used() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="compartment"):
-        ClassicalSegmenter(compartment="cytoplasm")  # type: ignore[arg-type]
+        ClassicalSegmenter(compartment="cyto_plasm")  # not a column prefix
+    with pytest.raises(ValueError, match="compartment"):
+        ClassicalSegmenter(compartment="")
     with pytest.raises(ValueError, match="diameter"):
         ClassicalSegmenter(diameter=0)
     with pytest.raises(ValueError, match=r"\(2, y, x\)"):
         ClassicalSegmenter(compartment="cells")(np.zeros((1, 32, 32)))
+
+
+def test_one_channel_gives_one_neutrally_named_compartment_unless_named() -> None:
+    image = _discs((96, 96), [(30, 30), (30, 62), (66, 46)], 8)[np.newaxis]
+    default, named = ClassicalSegmenter(), ClassicalSegmenter(compartment="vesicles")
+    assert default.compartments == ("objects",)
+    assert named.compartments == ("vesicles",)
+    np.testing.assert_array_equal(default(image), named(image))
+    assert _count(default(image)) == 3
 
 
 # --- cells ------------------------------------------------------------------------

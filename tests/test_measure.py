@@ -13,6 +13,7 @@ import cellscale
 from cellscale._stages import StaleOutputError
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, check_cell_table, feature_column
 from cellscale.measurement import measure, read_cells, well_summary, write_cells
+from cellscale.measurement._features import shape_features
 from cellscale.segmentation import SegmenterBase, segment
 from cellscale.testing import write_synthetic_plate
 from tests.test_segment import Threshold
@@ -83,12 +84,8 @@ def test_features_equal_scikit_image_and_numpy_on_each_object(store: Path) -> No
         row = field[field.Metadata_ObjectNumber == region.label].iloc[0]
         inside = pixels[mask == region.label]
         assert row["Nuclei_AreaShape_Area"] == region.area
-        if region.perimeter > 0:
-            assert row["Nuclei_AreaShape_FormFactor"] == pytest.approx(
-                4 * np.pi * region.area / region.perimeter**2
-            )
-        else:
-            assert np.isnan(row["Nuclei_AreaShape_FormFactor"])
+        assert 0 < row["Nuclei_AreaShape_FormFactor"] <= 1
+        assert row["Nuclei_AreaShape_Perimeter"] > 0
         assert row["Nuclei_AreaShape_Center_X"] == pytest.approx(region.centroid[1])
         assert row["Nuclei_Intensity_MeanIntensity_cytoplasm"] == pytest.approx(inside.mean())
         assert row["Nuclei_Intensity_StdIntensity_cytoplasm"] == pytest.approx(inside.std())
@@ -205,3 +202,79 @@ def test_cell_ids_cannot_overflow_on_the_largest_plates() -> None:
     assert int(offsets[-1, -1, -1]) + MAX_FIELD_PIXELS < np.iinfo(np.int64).max
     with pytest.raises(ValueError, match="cannot be negative"):
         cell_offsets(np.array([1, -2]))
+
+
+# ------------------------------------------------------------------ perimeter and form factor
+
+
+def _form_factors(labels: np.ndarray) -> np.ndarray:
+    table = shape_features(labels.astype(np.uint32), "objects", int(labels.max()))
+    return table["Objects_AreaShape_FormFactor"].to_numpy()
+
+
+def _disc(radius: float, size: int = 72) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    return (yy**2 + xx**2 <= radius**2).astype(np.uint32)
+
+
+def test_form_factor_is_at_most_one_for_small_and_odd_objects() -> None:
+    shapes = [_disc(r) for r in range(1, 31)]
+    for side in range(1, 16):
+        square = np.zeros((20, 20), np.uint32)
+        square[2 : 2 + side, 2 : 2 + side] = 1
+        shapes.append(square)
+    pixel = np.zeros((5, 5), np.uint32)
+    pixel[2, 2] = 1
+    lines = [np.zeros((6, 6), np.uint32) for _ in range(3)]
+    lines[0][2, 2:4] = 1  # horizontal
+    lines[1][2:4, 2] = 1  # vertical
+    lines[2][[2, 3], [2, 3]] = 1  # diagonal: two pixels touching at a corner
+    shapes += [pixel, *lines]
+    for shape in shapes:
+        assert 0 < _form_factors(shape)[0] <= 1, np.argwhere(shape)
+
+
+def test_form_factor_is_at_most_one_for_random_touching_blobs_with_holes() -> None:
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        mask = ndimage.gaussian_filter(rng.random((64, 64)), 1.5) > 0.5
+        labels = watershed(-ndimage.distance_transform_edt(mask), mask=mask)  # touching objects
+        form_factors = _form_factors(labels)
+        assert len(form_factors) > 5
+        assert ((form_factors > 0) & (form_factors <= 1)).all()
+
+
+def test_form_factor_of_large_discs_is_close_to_one_and_ranks_shapes() -> None:
+    for radius in (10, 20, 30):
+        table = shape_features(_disc(radius), "objects", 1).iloc[0]
+        assert table["Objects_AreaShape_FormFactor"] > 0.93
+        assert table["Objects_AreaShape_Perimeter"] == pytest.approx(2 * np.pi * radius, rel=0.05)
+    yy, xx = np.mgrid[:72, :72] - 36
+    ellipse = ((yy / 8) ** 2 + (xx / 30) ** 2 <= 1).astype(np.uint32)
+    square = np.zeros((72, 72), np.uint32)
+    square[10:50, 10:50] = 1
+    disc, box, long = (_form_factors(s)[0] for s in (_disc(25), square, ellipse))
+    assert long < box < disc  # a 4:1 ellipse (0.47), a square (pi/4), a disc (1)
+    assert box == pytest.approx(np.pi / 4, abs=0.06)
+
+
+def test_each_object_is_outlined_alone_whatever_touches_it() -> None:
+    left, right = _disc(10, 72), _disc(10, 72)
+    alone = shape_features(left, "objects", 1)
+    pair = np.where(np.roll(right, 20, axis=1) > 0, 2, left).astype(np.uint32)  # touching
+    together = shape_features(pair, "objects", 2)
+    for column in ("Objects_AreaShape_Perimeter", "Objects_AreaShape_FormFactor"):
+        assert together[column].iloc[1] == pytest.approx(alone[column].iloc[0])
+
+
+def test_a_hole_adds_its_outline_and_removes_its_area() -> None:
+    square = np.zeros((30, 30), np.uint32)
+    square[5:25, 5:25] = 1
+    ring = square.copy()
+    ring[12:18, 12:18] = 0
+    full, holed = shape_features(square, "o", 1).iloc[0], shape_features(ring, "o", 1).iloc[0]
+    assert holed["O_AreaShape_Perimeter"] > full["O_AreaShape_Perimeter"] + 15
+    assert holed["O_AreaShape_FormFactor"] < full["O_AreaShape_FormFactor"]

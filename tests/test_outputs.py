@@ -55,7 +55,11 @@ class TestLabels(OutputTests):
         if not path.exists():
             cellscale.write_plate(_plate(0), path, progress=False)
         labels = cellscale.segment(
-            cellscale.open_plate(path), "classical", channel="nuclei", smoothing=0.05 + variant
+            cellscale.open_plate(path),
+            "classical",
+            channel="nuclei",
+            compartment="nuclei",
+            smoothing=0.05 + variant,
         )
         return cellscale.write_labels(labels, path, progress=False, **options)
 
@@ -104,7 +108,9 @@ class TestCellTables(OutputTests):
         store = path.parent / "source.zarr"
         if not store.exists():
             cellscale.write_plate(_plate(0), store, progress=False)
-            labels = cellscale.segment(cellscale.open_plate(store), "classical", channel="nuclei")
+            labels = cellscale.segment(
+                cellscale.open_plate(store), "classical", channel="nuclei", compartment="nuclei"
+            )
             cellscale.write_labels(labels, store, progress=False)
         return cellscale.open_labels(store), cellscale.open_plate(store)
 

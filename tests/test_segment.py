@@ -143,6 +143,20 @@ def test_a_wrong_channel_lists_the_channels(mip) -> None:
         segment(mip, Threshold(), channel=5)
 
 
+def test_the_classical_compartment_is_neutral_without_a_nuclei_channel(mip) -> None:
+    with raise_if_dask_computes():
+        alone = segment(mip, "classical", channel="cytoplasm")
+        named = segment(mip, "classical", channel="nuclei", compartment="nuclei")
+        seeded = segment(mip, "classical", channel="cytoplasm", nuclei_channel="nuclei")
+    assert alone.attrs["compartments"] == ["objects"]
+    assert named.attrs["compartments"] == ["nuclei"]
+    assert seeded.attrs["compartments"] == ["cells", "nuclei"]
+    with pytest.raises(ValueError, match="give a nuclei_channel"):
+        segment(mip, "classical", channel="cytoplasm", compartment="cells")
+    with pytest.raises(ValueError, match="leave compartment out"):
+        segment(mip, "classical", channel="cytoplasm", nuclei_channel="nuclei", compartment="x")
+
+
 def test_z_stacks_must_be_projected_or_segmented_in_3d() -> None:
     plate = synthetic_plate(wells=1, fields=1, n_z=3, shape=(32, 32))
     with pytest.raises(PlateError, match="project it first"):

@@ -188,7 +188,15 @@ def _centres(
     A table measured in 2D gives 3D crops centred on the middle of the stack.
     """
     columns = list(cells.columns)
-    candidates = [compartment_prefix(compartment)] if compartment else ["Cells", "Nuclei"]
+    candidates = (  # by default the first compartment measured: cells, nuclei, objects …
+        [compartment_prefix(compartment)]
+        if compartment
+        else [
+            c.removesuffix("_AreaShape_Center_X")
+            for c in columns
+            if c.endswith("_AreaShape_Center_X")
+        ]
+    )
     prefix = next((p for p in candidates if f"{p}_AreaShape_Center_X" in columns), None)
     if prefix is None:
         raise ValueError(

@@ -3,6 +3,14 @@
 Objects are the ids ``1 … n`` of the first compartment; a second compartment (the nuclei
 of cells) is measured for the same ids, missing objects giving NaN. Names follow
 CellProfiler's MeasureObjectSizeShape and MeasureObjectIntensity.
+
+``Perimeter`` and ``FormFactor`` (4πA/P², "roundness") come from one closed outline per
+object: the half-level contour of its mask (through the midpoints of its boundary pixels'
+edges), smoothed by two rounds of corner cutting (every vertex replaced by the midpoint of
+its edge: a binomial filter along the outline that removes the pixel staircase). ``P`` is
+the outline's length and ``A`` the area it encloses (holes subtracted), so by the
+isoperimetric inequality the form factor is at most 1 for every object, a single pixel or
+a line included; a large disc scores about 0.96. ``Area`` stays the pixel count.
 """
 
 from __future__ import annotations
@@ -12,15 +20,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from skimage.measure import regionprops_table
+from skimage.measure import find_contours, regionprops_table
 
 from cellscale.cells import feature_column
 
-__all__ = ["field_features", "shape_features"]
+__all__ = ["field_features", "outline_shape", "shape_features"]
 
+_SMOOTHING_ROUNDS = 2  # corner-cutting rounds applied to each outline
 _SHAPE_2D = {
     "area": "Area",
-    "perimeter": "Perimeter",
     "eccentricity": "Eccentricity",
     "solidity": "Solidity",
     "axis_major_length": "MajorAxisLength",
@@ -109,9 +117,9 @@ def shape_features(labels: np.ndarray, compartment: str, n: int) -> pd.DataFrame
     for prop, feature in names.items():
         frame[feature] = props[prop]
     if labels.ndim == 2:
-        area, perimeter = props["area"], props["perimeter"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frame["FormFactor"] = np.where(perimeter > 0, 4 * np.pi * area / perimeter**2, np.nan)
+        perimeter, form_factor = outline_shape(labels, props["label"])
+        frame.insert(1, "Perimeter", perimeter)  # after Area, as CellProfiler orders them
+        frame["FormFactor"] = form_factor
         frame["Orientation"] = np.degrees(props["orientation"])
     ndim = labels.ndim
     for i, axis in enumerate(reversed(axes)):
@@ -132,6 +140,52 @@ def shape_features(labels: np.ndarray, compartment: str, n: int) -> pd.DataFrame
         for axis in axes
     }
     return pd.concat([frame, pd.DataFrame(location)], axis=1).astype(np.float64)
+
+
+def outline_shape(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Perimeter and form factor 4πA/P² of objects ``ids`` of 2D ``labels``, from their outlines.
+
+    Each object's outline is the 0.5-level contour of its padded mask (one closed polygon
+    per part and per hole, diagonal-only neighbours kept apart), smoothed by corner
+    cutting; its length is the perimeter and its enclosed area (holes subtracted) the
+    ``A`` of the form factor. Both come from the same closed curves, so the isoperimetric
+    inequality bounds the form factor by 1.
+
+    Parameters
+    ----------
+    labels
+        ``(y, x)`` integer labels.
+    ids
+        The objects to measure, each present in ``labels``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Perimeters and form factors, float64, in the order of ``ids``.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disc = ((yy - 32) ** 2 + (xx - 32) ** 2 <= 20**2).astype(np.uint32)
+    >>> perimeter, form_factor = outline_shape(disc, np.array([1]))
+    >>> bool(abs(perimeter[0] - 2 * np.pi * 20) < 3), bool(0.9 < form_factor[0] <= 1)
+    (True, True)
+    """
+    slices = ndimage.find_objects(labels)
+    perimeter = np.zeros(len(ids))
+    area = np.zeros(len(ids))
+    for i, label in enumerate(ids):
+        mask = np.pad(labels[slices[int(label) - 1]] == label, 1).astype(np.float32)
+        for contour in find_contours(mask, 0.5):
+            outline = contour[:-1]  # closed: the last vertex repeats the first
+            for _ in range(_SMOOTHING_ROUNDS):
+                outline = 0.5 * (outline + np.roll(outline, -1, axis=0))
+            following = np.roll(outline, -1, axis=0)
+            perimeter[i] += np.hypot(*(following - outline).T).sum()
+            area[i] += 0.5 * np.sum(
+                outline[:, 0] * following[:, 1] - following[:, 0] * outline[:, 1]
+            )
+    return perimeter, 4 * np.pi * np.abs(area) / perimeter**2
 
 
 def _intensity(

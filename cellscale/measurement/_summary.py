@@ -26,7 +26,10 @@ def well_summary(
     compartment: str = "cells",
     by: Sequence[str] = ("Metadata_Plate", "Metadata_Well", "Metadata_Timepoint"),
 ) -> pd.DataFrame:
-    """Count, mean size, roundness (form factor 4πA/P²), eccentricity and solidity per well.
+    """Count, mean size, roundness, eccentricity and solidity per well.
+
+    Roundness is the mean ``AreaShape_FormFactor`` (4πA/P² of each object's outline, see
+    :mod:`cellscale.measurement._features`): 1 for a disc, at most 1 for any object.
 
     Parameters
     ----------
@@ -34,8 +37,8 @@ def well_summary(
         A cell table (pandas or dask DataFrame), e.g. from :func:`cellscale.measure` or
         :func:`cellscale.read_cells`.
     compartment
-        Whose shape to summarise: ``"cells"`` or ``"nuclei"`` (falls back to the
-        compartment the table has).
+        Whose shape to summarise: ``"cells"``, ``"nuclei"``, ``"objects"`` … (falls back
+        to the first compartment the table has).
     by
         The grouping columns; every other ``Metadata_`` column constant within a group
         (the plate-map annotations) is kept.
@@ -72,7 +75,7 @@ def _prefix(cells: Any, compartment: str) -> str:
     wanted = compartment_prefix(compartment)
     if any(c.startswith(f"{wanted}_AreaShape_") for c in cells.columns):
         return wanted
-    for candidate in ("Cells", "Nuclei"):
-        if any(c.startswith(f"{candidate}_AreaShape_") for c in cells.columns):
-            return candidate
+    for column in cells.columns:
+        if column.endswith("_AreaShape_Area"):
+            return str(column).removesuffix("_AreaShape_Area")
     raise ValueError(f"the table has no AreaShape features of {compartment!r}")

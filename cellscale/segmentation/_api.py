@@ -34,7 +34,6 @@ from cellscale.segmentation._protocol import Segmenter, check_labels
 __all__ = ["method_options", "segment"]
 
 _UNIT_DIMS = ("t", "well", "field")
-_SET_BY_SEGMENT = {"classical": ("compartment",)}  # from ``nuclei_channel``
 
 
 def segment(
@@ -65,7 +64,11 @@ def segment(
         cytoplasm or membrane stain for cells.
     nuclei_channel
         A nuclear stain to seed cells with; the classical method then returns ``cells``
-        and their ``nuclei`` with shared ids.
+        and their ``nuclei`` with shared ids. Without it the classical method returns one
+        compartment named ``"objects"``: ``channel`` may be any stain (a cytoplasmic or
+        punctate one outlines cells or sub-cellular structures, not nuclei), so the name
+        claims nothing; name it with the ``compartment`` option (``compartment="nuclei"``
+        for a DNA stain gives CellProfiler's ``Nuclei_…`` columns).
     exclude_border
         Drop objects touching the field's y/x border; how many per field is the
         ``border_dropped`` variable.
@@ -81,7 +84,8 @@ def segment(
         downstream), never read or segmented; which units were skipped is recorded in
         the lineage step (``"excluded"``), so written labels and cell tables say so.
     **options
-        Passed to the named method's constructor (``diameter=``, ``model=`` …).
+        Passed to the named method's constructor (``diameter=``, ``model=``,
+        ``compartment=`` …).
 
     Returns
     -------
@@ -98,8 +102,10 @@ def segment(
     >>> import cellscale
     >>> mip = cellscale.project(synthetic_plate(wells=1, fields=1, shape=(96, 96)), "max")
     >>> labels = segment(mip, channel="nuclei")
-    >>> list(labels.data_vars), labels["nuclei"].dims
-    (['nuclei', 'border_dropped'], ('t', 'well', 'field', 'y', 'x'))
+    >>> list(labels.data_vars), labels["objects"].dims
+    (['objects', 'border_dropped'], ('t', 'well', 'field', 'y', 'x'))
+    >>> list(segment(mip, channel="nuclei", compartment="nuclei").data_vars)
+    ['nuclei', 'border_dropped']
     """
     plate = as_plate(plate)
     source = plate.data.name
@@ -125,18 +131,16 @@ def method_options(method: str) -> tuple[str, ...]:
     """The options :func:`segment` passes on to a named method's constructor.
 
     They are the constructor's keyword parameters, read from its signature (nothing
-    heavy is imported: cellpose and torch only load when a network does), less those
-    :func:`segment` sets itself.
+    heavy is imported: cellpose and torch only load when a network does).
 
     Examples
     --------
     >>> "diameter" in method_options("classical"), "compartment" in method_options("classical")
-    (True, False)
+    (True, True)
     """
     parameters = inspect.signature(_method_class(method)).parameters.values()
     keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    taken = _SET_BY_SEGMENT.get(method, ())
-    return tuple(p.name for p in parameters if p.kind in keywords and p.name not in taken)
+    return tuple(p.name for p in parameters if p.kind in keywords)
 
 
 def _method_class(method: str) -> Callable[..., Segmenter]:
@@ -158,8 +162,30 @@ def _resolve(method: str | Segmenter, with_nuclei: bool, **options: Any) -> Segm
         return method
     make = _method_class(method)
     if method == "classical":
-        return make(compartment="cells" if with_nuclei else "nuclei", **options)
+        return make(
+            compartment=_classical_compartment(with_nuclei, options.pop("compartment", None)),
+            **options,
+        )
     return make(**options)
+
+
+def _classical_compartment(with_nuclei: bool, named: str | None) -> str:
+    """``"cells"`` with a nuclei channel; else the user's name, or the neutral ``"objects"``."""
+    from cellscale.segmentation._classical import OBJECTS
+
+    if with_nuclei:
+        if named not in (None, "cells"):
+            raise ValueError(
+                f"compartment={named!r}: with a nuclei_channel the classical method returns "
+                "'cells' and their 'nuclei'; leave compartment out"
+            )
+        return "cells"
+    if named == "cells":
+        raise ValueError(
+            "compartment='cells' makes the classical method grow cells from nuclei: give a "
+            "nuclei_channel, or name the one compartment otherwise (e.g. 'objects')"
+        )
+    return named or OBJECTS
 
 
 def _labels_dataset(

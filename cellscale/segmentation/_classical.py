@@ -37,7 +37,6 @@ A 3D field is treated as isotropic voxels: resample anisotropic stacks first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -49,9 +48,10 @@ from skimage.transform import downscale_local_mean, resize
 
 from cellscale.segmentation._protocol import SegmenterBase, relabel_consecutive
 
-__all__ = ["ClassicalSegmenter", "estimate_diameter"]
+__all__ = ["OBJECTS", "ClassicalSegmenter", "estimate_diameter"]
 
-Compartment = Literal["nuclei", "cells"]
+OBJECTS = "objects"
+"""The name of the one compartment segmented from one channel when nothing says what it is."""
 
 _SCALES_PER_OCTAVE = 4
 _SIGMA_RANGE = (1.4, 48.0)  # blob scales searched: diameters of about 4 to 160 pixels
@@ -83,6 +83,15 @@ def estimate_diameter(image: np.ndarray) -> float:
     float
         The estimated diameter, or ``nan`` when the image has no blob above its noise
         (an empty or constant field).
+
+    Notes
+    -----
+    The estimate is the size of whatever blobs dominate the field, so it follows the
+    stain: on a punctate or vesicular stain it measures the puncta (a few pixels), and a
+    segmentation at that diameter finds them and agrees with it. It cannot tell that the
+    wrong structures were found; an independent expectation (a ``diameter`` given by the
+    user, or the other wells of the plate, see
+    :func:`cellscale.segmentation.check_segmentation`) can.
 
     Examples
     --------
@@ -261,7 +270,9 @@ def _fill_holes(labels: np.ndarray) -> np.ndarray:
 
 
 class ClassicalSegmenter(SegmenterBase):
-    """Nuclei, or cells seeded by their nuclei, by thresholds and watersheds (CPU only).
+    """Blobs of one stain (nuclei …), or cells seeded by their nuclei, by thresholds and watersheds.
+
+    CPU only.
 
     See the module docs for the method; every length is a fraction of the nucleus
     diameter, so the defaults work at any magnification when ``diameter`` is estimated.
@@ -269,10 +280,15 @@ class ClassicalSegmenter(SegmenterBase):
     Parameters
     ----------
     compartment
-        ``"nuclei"``: the image is ``(1, y, x)`` (or ``(1, z, y, x)``), the nuclear stain,
-        and the labels are ``(1, …)``. ``"cells"``: the image is ``(2, …)``, a cytoplasm
-        stain then the nuclear stain, and the labels ``(2, …)`` hold cells then their
-        nuclei with shared ids.
+        ``"cells"``: the image is ``(2, y, x)`` (or ``(2, z, y, x)``), a cytoplasm stain
+        then the nuclear stain, and the labels ``(2, …)`` hold cells then their nuclei
+        with shared ids. Any other name (letters and digits): the image is ``(1, …)``, one
+        stain whose bright blobs are segmented, and the labels ``(1, …)`` are that
+        compartment (``"nuclei"`` for a nuclear stain). The default, ``"objects"``, says
+        nothing about the stain: this method finds blobs of any stain, and on a cytoplasmic
+        or punctate stain they may be whole cells or sub-cellular structures, so calling
+        them nuclei (CellProfiler's habit) would mislabel every feature column
+        (``Objects_AreaShape_Area``, not ``Nuclei_AreaShape_Area``).
     diameter
         Expected nucleus diameter in pixels; ``None`` estimates it per field with
         :func:`estimate_diameter` (on the Z maximum projection for 3D fields) and refines
@@ -307,6 +323,8 @@ class ClassicalSegmenter(SegmenterBase):
     >>> labels = ClassicalSegmenter()(blob_field((128, 128), blobs=6))
     >>> labels.shape, labels.dtype, int(labels.max())
     ((1, 128, 128), dtype('uint32'), 6)
+    >>> ClassicalSegmenter().compartments, ClassicalSegmenter(compartment="nuclei").compartments
+    (('objects',), ('nuclei',))
     >>> cells = ClassicalSegmenter(compartment="cells")(blob_field((128, 128), channels=2))
     >>> cells.shape, int(cells[0].max()), bool(((cells[1] > 0) <= (cells[0] == cells[1])).all())
     ((2, 128, 128), 6, True)
@@ -315,7 +333,7 @@ class ClassicalSegmenter(SegmenterBase):
     def __init__(
         self,
         *,
-        compartment: Compartment = "nuclei",
+        compartment: str = OBJECTS,
         diameter: float | None = None,
         smoothing: float = 0.05,
         split_depth: float = 0.05,
@@ -326,12 +344,15 @@ class ClassicalSegmenter(SegmenterBase):
         min_area: float = 0.1,
         cell_threshold_fraction: float = 0.5,
     ) -> None:
-        if compartment not in ("nuclei", "cells"):
-            raise ValueError(f"compartment must be 'nuclei' or 'cells', got {compartment!r}")
+        if not (compartment.isascii() and compartment.isalnum() and compartment[:1].isalpha()):
+            raise ValueError(
+                f"compartment must be a name of letters and digits ('cells', 'nuclei', "
+                f"'objects' …), got {compartment!r}"
+            )
         if diameter is not None and not diameter > 0:
             raise ValueError(f"diameter must be positive or None, got {diameter}")
         self.compartment = compartment
-        self.compartments = ("nuclei",) if compartment == "nuclei" else ("cells", "nuclei")
+        self.compartments = ("cells", "nuclei") if compartment == "cells" else (compartment,)
         self.diameter = diameter
         self.smoothing = smoothing
         self.split_depth = split_depth
@@ -352,7 +373,7 @@ class ClassicalSegmenter(SegmenterBase):
                 f"({channels}, z, y, x) image, got shape {image.shape}"
             )
         nuclei = self.segment_nuclei(image[-1])
-        if self.compartment == "nuclei":
+        if self.compartment != "cells":
             return nuclei[np.newaxis]
         cells = self._cells(image[0].astype(np.float32), nuclei)
         return np.stack([cells, nuclei])
