@@ -88,3 +88,22 @@ def test_the_server_stops_with_the_page(tmp_path: Path) -> None:
         assert _ask((str(address.hostname), int(address.port or 0)), "GET", "/")[0] == 200
     with pytest.raises(ConnectionError):
         _ask((str(address.hostname), int(address.port or 0)), "GET", "/")
+
+
+def test_a_finished_run_links_its_report(tmp_path: Path) -> None:
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html></html>")
+    with ProgressPage(tmp_path, ["P1"], interval=60):
+        running = (tmp_path / PROGRESS_PAGE).read_text()
+    finished = (tmp_path / PROGRESS_PAGE).read_text()
+    assert 'href="report/index.html"' not in running
+    assert 'href="report/index.html"' in finished and "cellscale run: finished" in finished
+
+
+def test_a_stopped_run_links_no_report(tmp_path: Path) -> None:
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html></html>")  # an earlier run's
+    with pytest.raises(KeyboardInterrupt), ProgressPage(tmp_path, ["P1"], interval=60):
+        raise KeyboardInterrupt
+    stopped = (tmp_path / PROGRESS_PAGE).read_text()
+    assert 'href="report/index.html"' not in stopped and "cellscale run: stopped" in stopped

@@ -6,11 +6,19 @@ running, the graph is rewritten so a failing task hands its error downstream as 
 value (:func:`cellscale._compat.guard_graph`): on the local scheduler and on a
 distributed client alike, every other unit still runs, and the failed ones are
 reported together as one :class:`UnitFailure`.
+
+Progress bars are named after the stage's writer (``write-plate``) unless a caller names
+what the work is for: within :func:`progress_label` (``"segment P1"``, counting ``field``
+out of the plate's fields present), every bar takes that name and counts those units,
+units already done before counting as done.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -23,7 +31,78 @@ from cellscale._compat import Failed, Task, TaskRef, guard_graph
 from cellscale._stages._failures import UnitFailure
 from cellscale._stages._lock import Lease
 
-__all__ = ["compute_units", "default_client", "delayed_blocks", "lazy_units", "run_units"]
+__all__ = [
+    "StageBar",
+    "compute_units",
+    "default_client",
+    "delayed_blocks",
+    "lazy_units",
+    "progress_label",
+    "run_units",
+]
+
+
+@dataclass(frozen=True)
+class _Label:
+    desc: str
+    unit: str
+    total: int | None
+
+
+_LABEL: ContextVar[_Label | None] = ContextVar("cellscale_progress_label", default=None)
+
+
+@contextlib.contextmanager
+def progress_label(desc: str, *, unit: str = "unit", total: int | None = None) -> Iterator[None]:
+    """Name the progress bars made within the block, and say what they count.
+
+    Parameters
+    ----------
+    desc
+        The bars' name, e.g. ``"segment P1"``.
+    unit
+        What the bars count, e.g. ``"field"`` or ``"cell"``.
+    total
+        How many of them the whole work has (done before or not); a bar's own work is
+        the part not done yet, and moves it on to ``total`` in proportion.
+    """
+    token = _LABEL.set(_Label(desc, unit, total))
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+
+
+class StageBar:
+    """A progress bar over ``work`` (the summed weights of its tasks), named as labelled.
+
+    Outside :func:`progress_label` it counts the work itself, named ``stage``. Within
+    one, it is named by the label and counts the label's units: those beyond ``work``
+    were done before and show as done, and the work moves the bar on to the label's
+    total in proportion (exactly, when each unit of work is one of the label's units).
+    """
+
+    def __init__(self, stage: str, work: int, *, progress: bool, unit: str = "unit") -> None:
+        label = _LABEL.get()
+        desc, total = stage, work
+        if label is not None:
+            desc, unit = label.desc, label.unit
+            total = work if label.total is None else int(label.total)
+        self._initial = max(total - work, 0)
+        self._scale = (total - self._initial) / work if work else 0.0
+        self._done = 0
+        self._bar = tqdm(
+            total=total, initial=self._initial, desc=desc, unit=unit, disable=not progress
+        )
+
+    def advance(self, weight: int = 1) -> None:
+        """Count ``weight`` more of the work as done."""
+        self._done += weight
+        self._bar.update(self._initial + round(self._done * self._scale) - self._bar.n)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self._bar.close()
 
 
 def default_client() -> Any:
@@ -45,6 +124,7 @@ def run_units(
     *,
     client: Any = None,
     progress: bool = True,
+    weights: Sequence[int] | None = None,
 ) -> list[Any]:
     """Compute ``tasks`` (one per unit, named by ``names``); return their results, or raise.
 
@@ -60,7 +140,9 @@ def run_units(
         A ``distributed.Client``; defaults to the current one, else the local scheduler
         dask is configured with.
     progress
-        Show a progress bar.
+        Show a progress bar (named by :func:`progress_label` where one is given).
+    weights
+        How much of the work each task is (e.g. its rows), for the bar; 1 each by default.
 
     Returns
     -------
@@ -75,13 +157,18 @@ def run_units(
     """
     if len(tasks) != len(names):
         raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
-    results = compute_units(stage, tasks, client=client, progress=progress)
+    results = compute_units(stage, tasks, client=client, progress=progress, weights=weights)
     _raise_failures(stage, names, results)
     return results
 
 
 def compute_units(
-    stage: str, tasks: Sequence[Delayed], *, client: Any = None, progress: bool = True
+    stage: str,
+    tasks: Sequence[Delayed],
+    *,
+    client: Any = None,
+    progress: bool = True,
+    weights: Sequence[int] | None = None,
 ) -> list[Any]:
     """Compute every unit task and return its result, or a :class:`~cellscale._compat.Failed`.
 
@@ -89,13 +176,17 @@ def compute_units(
     """
     if not tasks:
         return []
+    sizes = [1] * len(tasks) if weights is None else [int(w) for w in weights]
+    if len(sizes) != len(tasks):
+        raise ValueError(f"{len(tasks)} tasks but {len(sizes)} weights")
     guarded = _guarded(tasks)
     client = client if client is not None else default_client()
-    bar = tqdm(total=len(tasks), desc=stage, unit="unit", disable=not progress)
+    bar = StageBar(stage, sum(sizes), progress=progress)
+    weight = {task.key: size for task, size in zip(tasks, sizes, strict=True)}
     try:
         if client is None:
-            return _run_local(guarded, bar)
-        return _run_distributed(guarded, client, bar)
+            return _run_local(guarded, bar, weight)
+        return _run_distributed(guarded, client, bar, weight)
     finally:
         bar.close()
 
@@ -165,21 +256,21 @@ def _raise_failures(stage: str, names: Sequence[str], results: Sequence[Any]) ->
         raise UnitFailure.build(stage, failures)
 
 
-def _run_local(tasks: list[Delayed], bar: tqdm) -> list[Any]:
+def _run_local(tasks: list[Delayed], bar: StageBar, weight: dict[Any, int]) -> list[Any]:
     from dask.callbacks import Callback
-
-    keys = {task.key for task in tasks}
 
     class _Tick(Callback):
         def _posttask(self, key: object, *args: object) -> None:
-            if key in keys:
-                bar.update(1)
+            if key in weight:
+                bar.advance(weight[key])
 
     with _Tick():
         return list(dask.compute(*tasks))
 
 
-def _run_distributed(tasks: list[Delayed], client: Any, bar: tqdm) -> list[Any]:
+def _run_distributed(
+    tasks: list[Delayed], client: Any, bar: StageBar, weight: dict[Any, int]
+) -> list[Any]:
     from distributed import as_completed
 
     futures = client.compute(tasks)
@@ -188,7 +279,7 @@ def _run_distributed(tasks: list[Delayed], client: Any, bar: tqdm) -> list[Any]:
         # a task's own errors come back as values; what is left is the cluster's
         # (a worker lost too often, a result that could not be sent back)
         results[future.key] = future.exception() if future.status == "error" else future.result()
-        bar.update(1)
+        bar.advance(weight[future.key])
     return [results[future.key] for future in futures]
 
 

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
+import dask.config
 from dask.system import CPU_COUNT
 from distributed import Nanny, Scheduler, Worker
 from distributed.deploy.local import nprocesses_nthreads
@@ -17,6 +18,7 @@ from distributed.system import MEMORY_LIMIT
 from cellscale._compat import correct_state
 from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster, SpecFactory
+from cellscale.cluster._worker_signals import PRELOAD
 
 __all__ = ["local_cluster", "visible_gpus"]
 
@@ -51,6 +53,9 @@ def local_cluster(
     verbose
         Let distributed's INFO log lines through, here and in the worker processes; by
         default only warnings and errors.
+
+    Worker processes ignore Ctrl-C (``SIGINT``), which the terminal sends them too: this
+    process handles it, and closing the cluster stops them.
     """
     s = settings("cluster.local", options)
     n_workers, threads = s["n_workers"], s["threads_per_worker"]
@@ -70,6 +75,8 @@ def local_cluster(
         "host": "127.0.0.1",
         "silence_logs": False if verbose else logging.WARNING,
     }
+    if worker_cls is Nanny:  # worker processes leave Ctrl-C to this one
+        base["preload"] = [*dask.config.get("distributed.worker.preload", []), PRELOAD]
 
     def cpu_spec(number: int) -> dict[str, Any]:
         return {"cls": worker_cls, "options": dict(base)}

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Mapping
 from typing import Any
 
+import dask.config
 from distributed import Client
 from distributed.core import Status
 
+from cellscale._script_guard import check_script_guard
 from cellscale.cluster._dashboard import dashboard_message
 from cellscale.cluster._gpu import KEEP_ANNOTATIONS
 from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster
 
-__all__ = ["ClusterClient", "start_cluster"]
+__all__ = ["ClusterClient", "start_cluster", "starts_worker_processes"]
 
 
 class ClusterClient(Client):
@@ -141,10 +144,16 @@ def start_cluster(
     >>> with start_cluster("local", n_workers=1, gpu_workers=1, quiet=True) as client:
     ...     sorted(client.pools)
     ['cpu', 'gpu']
+
+    In a script, start it under ``if __name__ == "__main__":``: worker processes import
+    the script again and would run its top level too. Called from a script's unguarded
+    top level, it stops the script at once (one line on stderr, exit status 1).
     """
     given = {"kind": kind, "dashboard_address": dashboard_address, "verbose": verbose}
     s = settings("cluster", given, nested=("local",))
     kind, address = s["kind"], s["dashboard_address"]
+    if starts_worker_processes(kind, options):
+        check_script_guard()
     if kind == "local":
         from cellscale.cluster._local import local_cluster
 
@@ -170,3 +179,17 @@ def start_cluster(
     if not quiet:
         print(dashboard_message(cluster, ssh_hint=remote_user), flush=True)
     return client
+
+
+def starts_worker_processes(kind: str | None, options: Mapping[str, Any]) -> bool:
+    """Whether :func:`start_cluster` with these arguments starts processes that import ``__main__``.
+
+    Local clusters with ``processes`` do, unless workers are forked rather than spawned;
+    SLURM workers run the ``dask worker`` command in batch jobs and do not.
+    """
+    kind = settings("cluster", {"kind": kind}, nested=("local",))["kind"]
+    if kind != "local":
+        return False
+    processes = settings("cluster.local", {"processes": options.get("processes")})["processes"]
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    return bool(processes) and method != "fork"

@@ -92,7 +92,7 @@ def write_rows(
         remove_partials(path)
         recorded = ledger.tokens()
         blocks = delayed_blocks(data).ravel()
-        tasks, names = [], []
+        tasks, names, sizes = [], [], []
         start = 0
         for i, (block, rows) in enumerate(zip(blocks, data.chunks[0], strict=True)):
             token = unit_token(data.name, i)
@@ -111,10 +111,11 @@ def write_rows(
                     )
                 )
                 names.append(f"rows {start}:{start + rows}")
+                sizes.append(rows)
             start += rows
         if not compute:
             return lazy_units(stage, tasks, names, lease=take_lease(path))
-        run_units(stage, tasks, names, client=client, progress=progress)
+        run_units(stage, tasks, names, client=client, progress=progress, weights=sizes)
     return path
 
 

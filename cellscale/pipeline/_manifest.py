@@ -57,24 +57,30 @@ class Manifest:
     ) -> Manifest:
         """Open (or start) the manifest of ``out`` for a run of ``identity``.
 
+        Another run that finished nothing (no stage done, no plate output written: e.g. it
+        stopped at a misspelt folder or pattern) does not hold the folder: its remains are
+        removed and this run takes the folder.
+
         Raises
         ------
         RunMismatchError
-            If ``out`` holds another run, or files that no run wrote, and not ``overwrite``.
+            If ``out`` holds another run that finished something, or files that no run
+            wrote, and not ``overwrite``. The message names each identity field that differs.
         """
         path = out / MANIFEST
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
         stored = json.loads(path.read_text()) if path.is_file() else None
-        if overwrite:
+        if overwrite or (
+            stored is not None and stored.get("identity") != digest and not _made_any(out, stored)
+        ):
             _remove_run(out)
             stored = None
         elif stored is not None and stored.get("identity") != digest:
-            ours = [p["name"] for p in identity["plates"]]
-            theirs = [p["name"] for p in stored.get("plates", [])]
+            theirs = {key: stored.get(key, _ABSENT) for key in identity}
+            changes = "; ".join(_differences(theirs, identity)) or "how its identity was recorded"
             raise RunMismatchError(
-                f"{out} holds another run (plates {theirs}, or the same names from other "
-                f"sources; this run has plates {ours}). Choose another output folder, or pass "
-                "overwrite=True (--overwrite) to replace that run"
+                f"{out} holds another run, which differs from this one in {changes}. Choose "
+                "another output folder, or pass overwrite=True (--overwrite) to replace that run"
             )
         elif stored is None and out.is_dir() and any(_foreign(out)):
             raise RunMismatchError(
@@ -104,6 +110,57 @@ class Manifest:
         """Write the manifest atomically."""
         with atomic_path(self.path) as partial:
             partial.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
+
+
+def _made_any(out: Path, stored: dict[str, Any]) -> bool:
+    """Whether the run recorded in ``stored`` finished a stage or wrote any plate output."""
+    stages = stored.get("stages", {})
+    if any(record.get("done") for record in stages.values()):
+        return True
+    plates = out / "plates"
+    return plates.is_dir() and any(
+        not p.name.endswith(".lock") for p in plates.rglob("*") if p.is_file()
+    )
+
+
+def _differences(stored: Any, ours: Any, where: str = "") -> list[str]:
+    """Each field of the identity that differs, as ``where: 'theirs' → 'ours'``."""
+    if isinstance(stored, dict) and isinstance(ours, dict):
+        keys = [*stored, *(k for k in ours if k not in stored)]
+        return [
+            line
+            for key in keys
+            for line in _differences(
+                stored.get(key, _ABSENT), ours.get(key, _ABSENT), f"{where}.{key}" if where else key
+            )
+        ]
+    if isinstance(stored, list) and isinstance(ours, list):
+        return [
+            line
+            for i in range(max(len(stored), len(ours)))
+            for line in _differences(
+                stored[i] if i < len(stored) else _ABSENT,
+                ours[i] if i < len(ours) else _ABSENT,
+                f"{where}[{i}]",
+            )
+        ]
+    if stored == ours:
+        return []
+    return [f"{where}: {_show(stored)} → {_show(ours)}"]
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+_ABSENT = _Absent()
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return f"plate {value['name']!r}"
+    return repr(value)
 
 
 def _foreign(out: Path) -> list[Path]:

@@ -26,9 +26,12 @@ from cellscale.io._store_setup import LEDGER_NAME, StoreRecord, read_store_recor
 from cellscale.pipeline._progress_server import page_server
 from cellscale.plate import split_well
 
-__all__ = ["PROGRESS_PAGE", "ProgressPage", "stage_progress"]
+__all__ = ["PROGRESS_PAGE", "REPORT_PAGE", "ProgressPage", "stage_progress"]
 
 PROGRESS_PAGE = "progress.html"
+
+#: The run's report, relative to the output folder (and so to the page).
+REPORT_PAGE = "report/index.html"
 
 #: The per-field stages of a plate and where their ledger lives: (store, group in it, name).
 _LEDGERS = {
@@ -81,10 +84,11 @@ class ProgressPage:
     """Rewrite ``<output>/progress.html`` every ``interval`` seconds while a run goes on.
 
     Use it as a context manager around the run; leaving the block writes the page a last
-    time and stops the server. Reading a ledger while a writer creates it can fail; such a
-    snapshot is skipped. With ``serve``, the page is also served on ``127.0.0.1`` at
-    :attr:`url` (port 0: any free port), and nothing else of the output folder is
-    (:func:`~cellscale.pipeline._progress_server.page_server`).
+    time and stops the server. Leaving it without an error (the run is done) links the
+    page to the run's report, ``report/index.html``. Reading a ledger while a writer
+    creates it can fail; such a snapshot is skipped. With ``serve``, the page is also
+    served on ``127.0.0.1`` at :attr:`url` (port 0: any free port), and nothing else of
+    the output folder is (:func:`~cellscale.pipeline._progress_server.page_server`).
     """
 
     def __init__(
@@ -116,13 +120,13 @@ class ProgressPage:
             ).start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-        self.write(final=True)
+        self.write(final=True, done=kind is None)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -134,11 +138,16 @@ class ProgressPage:
         except Exception:  # a ledger being created right now: try again next time
             return
 
-    def write(self, *, final: bool) -> None:
-        """Write the page from the ledgers as they are now."""
+    def write(self, *, final: bool, done: bool = False) -> None:
+        """Write the page from the ledgers as they are now.
+
+        ``done``: the run finished; the page names it so and links its report.
+        """
         sections = [self._plate(name) for name in self.plates]
         refresh = "" if final else f'<meta http-equiv="refresh" content="{self.interval:g}">'
-        state = "finished (or stopped)" if final else "running"
+        state = "finished" if done else ("stopped" if final else "running")
+        if done and (self.out / REPORT_PAGE).is_file():
+            sections.insert(0, f'<p class="report"><a href="{REPORT_PAGE}">The report</a></p>')
         page = _PAGE.format(refresh=refresh, state=state, body="\n".join(sections))
         partial = self.out / f".{PROGRESS_PAGE}.partial"
         partial.write_text(page, encoding="utf-8")
