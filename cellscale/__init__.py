@@ -55,7 +55,11 @@ if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __g
     from cellscale.plate import as_plate as as_plate
     from cellscale.profiles import PCA as PCA
     from cellscale.profiles import aggregate as aggregate
+    from cellscale.profiles import aggregate_cells as aggregate_cells
+    from cellscale.profiles import feature_select as feature_select
     from cellscale.profiles import knn_accuracy as knn_accuracy
+    from cellscale.profiles import normalize_profiles as normalize_profiles
+    from cellscale.profiles import profile_wells as profile_wells
     from cellscale.profiles import robustize as robustize
     from cellscale.profiles import spherize as spherize
     from cellscale.profiles import standardize as standardize
@@ -104,6 +108,10 @@ _EXPORTS: dict[str, str] = {
     "spherize": "cellscale.profiles",
     "aggregate": "cellscale.profiles",
     "knn_accuracy": "cellscale.profiles",
+    "aggregate_cells": "cellscale.profiles",
+    "normalize_profiles": "cellscale.profiles",
+    "feature_select": "cellscale.profiles",
+    "profile_wells": "cellscale.profiles",
     "run": "cellscale.pipeline",
     "load_config": "cellscale.pipeline",
     "PlateError": "cellscale.plate",

@@ -63,7 +63,7 @@ def screen_config(out: Path, *, small: bool = False) -> dict[str, Any]:
         "project": {"method": "max"},
         "segment": {"channel": "cytoplasm", "nuclei_channel": "nuclei", "exclude_border": True},
         "crops": {"size": 48 if small else 200, "mask": "soft"},
-        "embed": {"model": "resnet18" if small else "resnet50", "batch_size": 64},
+        "embed": {"enabled": True, "model": "resnet18" if small else "resnet50", "batch_size": 64},
         "pca": {"n_components": 10 if small else 20},
         "profiles": {"controls": "Metadata_treatment == 'DMSO'"},
     }

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["METADATA_PREFIX", "Split", "control_mask", "is_table", "split_table"]
+__all__ = [
+    "METADATA_PREFIX",
+    "Split",
+    "control_mask",
+    "feature_columns",
+    "is_table",
+    "split_table",
+]
 
 METADATA_PREFIX = "Metadata_"
 
@@ -59,8 +67,23 @@ def split_table(data: Any, features: list[str] | None = None) -> Split:
     """
     arrow = not isinstance(data, pd.DataFrame)
     frame = data.to_pandas() if arrow else data
+    features = feature_columns(frame, features)
+    if not features:
+        raise ValueError("no numeric non-Metadata_ feature columns found")
+    values = frame[features].to_numpy(dtype=np.float64)
+    return Split(frame, list(features), values, arrow)
+
+
+def feature_columns(frame: pd.DataFrame, features: Sequence[str] | None = None) -> list[str]:
+    """The feature columns of ``frame``: ``features`` checked, else every numeric non-``Metadata_``.
+
+    Raises
+    ------
+    ValueError
+        If a named feature column is not in ``frame``.
+    """
     if features is None:
-        features = [
+        return [
             str(c)
             for c in frame.columns
             if not str(c).startswith(METADATA_PREFIX) and pd.api.types.is_numeric_dtype(frame[c])
@@ -68,10 +91,7 @@ def split_table(data: Any, features: list[str] | None = None) -> Split:
     missing = [c for c in features if c not in frame.columns]
     if missing:
         raise ValueError(f"feature columns not in the table: {missing[:5]}")
-    if not features:
-        raise ValueError("no numeric non-Metadata_ feature columns found")
-    values = frame[features].to_numpy(dtype=np.float64)
-    return Split(frame, list(features), values, arrow)
+    return list(features)
 
 
 def control_mask(controls: Any, metadata: pd.DataFrame | None, n: int) -> np.ndarray | Any:
