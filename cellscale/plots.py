@@ -1,6 +1,8 @@
 """Profile figures (matplotlib, drawn off-screen with Agg): PCA scatter, explained variance,
-plate heatmaps, QC heatmaps. Every function returns the :class:`~matplotlib.figure.Figure`
-and writes a PNG when given ``path``; none touches pyplot's global state.
+plate heatmaps, QC heatmaps, and the figures of per-well profiles (their PCA, dose-response
+curves and replicate correlation). Every function returns the
+:class:`~matplotlib.figure.Figure` and writes a PNG when given ``path``; none touches
+pyplot's global state.
 
 Colours of concentrations and doses (values whose name or label says so) follow a log
 scale by default; ``log=`` forces it on or off.
@@ -26,7 +28,15 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cellscale.plate import row_index, row_letters, split_well
 
-__all__ = ["explained_variance", "pca_scatter", "plate_heatmap", "qc_heatmap"]
+__all__ = [
+    "dose_response",
+    "explained_variance",
+    "pca_scatter",
+    "plate_heatmap",
+    "qc_heatmap",
+    "replicate_correlation",
+    "well_pca",
+]
 
 #: (rows, columns) of the standard plate formats, smallest first.
 PLATE_FORMATS = ((8, 12), (16, 24), (32, 48))
@@ -180,7 +190,7 @@ def plate_heatmap(
     cmap: str = "viridis",
     center: float | None = None,
     log: bool | None = None,
-    annotate: bool | None = None,
+    annotate: bool = True,
     path: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """Draw a per-well value on the plate layout (rows A.., columns 1..).
@@ -204,8 +214,8 @@ def plate_heatmap(
         is given, when the label or Series name holds "concentration" or "dose" and no
         value is negative.
     annotate
-        Print each value in its well, shortened to fit (``2.1k``, ``0.03``; default: for
-        plates of at most 96 wells).
+        Print each value in its well, shortened to fit (``2.1k``, ``0.03``), in a smaller
+        font on plates of more than 96 wells.
     path
         Write a PNG here.
 
@@ -236,8 +246,8 @@ def plate_heatmap(
     ax.tick_params(which="minor", length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    if annotate if annotate is not None else n_rows * n_cols <= 96:
-        _annotate(ax, grid, image)
+    if annotate:
+        _annotate(ax, grid, image, fontsize=6.5 if n_rows * n_cols <= 96 else 5.0)
     if title:
         ax.set_title(title, pad=22)
     return _finish(fig, path)
@@ -307,6 +317,296 @@ def qc_heatmap(
     return _finish(fig, path)
 
 
+def well_pca(
+    wells: pd.DataFrame,
+    *,
+    color: str | None = "Metadata_treatment",
+    size: str | None = "Metadata_concentration",
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """PC1 against PC2 of per-well profiles, coloured by one column and sized by another.
+
+    Parameters
+    ----------
+    wells
+        One row per well: ``Metadata_*`` columns and one numeric column per feature. The
+        features (numeric, finite in every well, not constant) are z-scored across wells
+        before the PCA.
+    color
+        A column whose values (e.g. treatments) colour the wells, with a legend; ``None``
+        draws every well in one colour.
+    size
+        A numeric column (e.g. concentrations) whose values size the markers on a log
+        scale (missing values and zeros smallest); ``None`` gives every well one size.
+    title
+        Figure title; by default the number of wells and features.
+    path
+        Write a PNG here.
+
+    Raises
+    ------
+    ValueError
+        If a named column is missing, fewer than three wells or two features are usable.
+    """
+    _require_columns(wells, [c for c in (color, size) if c is not None], "well_pca")
+    z, features = _standardised_features(wells, "well_pca")
+    if len(z) < 3:
+        raise ValueError(f"well_pca: {len(z)} well(s); a PCA of wells needs at least 3")
+    u, s, _ = np.linalg.svd(z, full_matrices=False)
+    xy, ratio = u[:, :2] * s[:2], s**2 / np.sum(s**2)
+    fig, ax = _figure((6.4, 5.4))
+    areas = np.full(len(z), 36.0) if size is None else _dose_areas(wells[size])
+    groups = pd.Series("wells", index=wells.index) if color is None else wells[color].astype(str)
+    names = groups.value_counts().index[:MAX_CATEGORIES]
+    for name, rgba in zip(names, _category_colors(len(names)), strict=True):
+        chosen = (groups == name).to_numpy()
+        ax.scatter(xy[chosen, 0], xy[chosen, 1], s=areas[chosen], color=rgba, label=name)
+    rest = ~groups.isin(names).to_numpy()
+    if rest.any():
+        ax.scatter(xy[rest, 0], xy[rest, 1], s=areas[rest], color="0.75", label="other")
+    if size is not None:
+        _size_legend(ax, wells[size], size)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%})")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%})" if len(ratio) > 1 else "PC2")
+    ax.set_title(title or f"{len(z):,} wells, {len(features)} features")
+    return _finish(fig, path)
+
+
+def dose_response(
+    wells: pd.DataFrame,
+    *,
+    treatment: str = "Metadata_treatment",
+    concentration: str = "Metadata_concentration",
+    top: int = 3,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """The features most correlated with concentration, against concentration, per treatment.
+
+    For each treatment with wells at two or more positive concentrations, the ``top``
+    features of largest absolute Spearman correlation with concentration over its wells
+    are drawn against concentration (log axis): the mean and standard deviation of the
+    replicate wells at each concentration, on features z-scored across all wells.
+
+    Parameters
+    ----------
+    wells
+        One row per well: ``treatment``, ``concentration``, other ``Metadata_*`` columns
+        and one numeric column per feature.
+    treatment, concentration
+        The columns naming each well's treatment and concentration.
+    top
+        How many features to draw per treatment.
+    title
+        Figure title.
+    path
+        Write a PNG here.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing, fewer than two features are usable, or no treatment has
+        wells at two or more positive concentrations.
+    """
+    _require_columns(wells, [treatment, concentration], "dose_response")
+    z, features = _standardised_features(wells, "dose_response")
+    doses = pd.to_numeric(wells[concentration], errors="coerce").to_numpy(float)
+    panels = []
+    for name, rows in wells.groupby(treatment, sort=True).indices.items():
+        rows = rows[np.isfinite(doses[rows]) & (doses[rows] > 0)]
+        if len(np.unique(doses[rows])) >= 2:
+            chosen = _most_correlated(doses[rows], z[rows], top)
+            panels.append((str(name), rows, chosen))
+    if not panels:
+        raise ValueError(
+            f"dose_response: no {treatment} has wells at two or more positive "
+            f"{concentration} values"
+        )
+    n_cols = min(3, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig = Figure(figsize=(4.2 * n_cols, 3.4 * n_rows), dpi=120, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (name, rows, chosen) in enumerate(panels):
+        ax = fig.add_subplot(n_rows, n_cols, i + 1)
+        curves = pd.DataFrame(z[np.ix_(rows, chosen)]).groupby(doses[rows], sort=True)
+        means, spreads = curves.mean(), curves.std(ddof=1).fillna(0.0)
+        for k, column in enumerate(chosen):
+            ax.errorbar(
+                means.index,
+                means[k],
+                yerr=spreads[k],
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=features[column],
+            )
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _compact_number(x)))
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel(concentration.removeprefix("Metadata_"))
+        ax.set_ylabel("z-score (mean ± s.d. of wells)")
+        ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def replicate_correlation(
+    wells: pd.DataFrame,
+    *,
+    keys: Sequence[str] = ("Metadata_treatment", "Metadata_concentration"),
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    title: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Pearson correlation of replicate wells' profiles against that of other pairs.
+
+    Wells are replicates when they agree in every ``keys`` column (missing values agree
+    with each other). Features are z-scored across wells; the correlation of two wells is
+    that of their z-scored profiles. Both distributions are drawn as densities, with
+    their medians as vertical lines labelled in the legend.
+
+    Parameters
+    ----------
+    wells
+        One row per well: the ``keys`` columns, other ``Metadata_*`` columns and one
+        numeric column per feature.
+    keys
+        The columns that make wells replicates.
+    max_pairs
+        Most pairs of each kind used; more are sampled at random.
+    seed
+        Seed of that sampling.
+    title
+        Figure title; by default the number of pairs of each kind.
+    path
+        Write a PNG here.
+
+    Raises
+    ------
+    ValueError
+        If a key column is missing, fewer than two features are usable, or there are no
+        replicate pairs or no other pairs.
+    """
+    _require_columns(wells, list(keys), "replicate_correlation")
+    z, _ = _standardised_features(wells, "replicate_correlation")
+    rows = z - z.mean(axis=1, keepdims=True)
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    groups = pd.factorize(pd.MultiIndex.from_frame(wells[list(keys)].astype(str)))[0]
+    rng = np.random.default_rng(seed)
+    same, other = _pairs(groups, max_pairs, rng)
+    if len(same) == 0 or len(other) == 0:
+        kind = "replicate" if len(same) == 0 else "non-replicate"
+        raise ValueError(f"replicate_correlation: no {kind} pairs of wells by {list(keys)}")
+    fig, ax = _figure((6.4, 4.2))
+    bins = np.linspace(-1, 1, 41).tolist()
+    for pairs, name, colour in ((same, "replicates", "#d1495b"), (other, "others", "#3b6ea5")):
+        r = np.einsum("ij,ij->i", rows[pairs[:, 0]], rows[pairs[:, 1]])
+        median = float(np.median(r))
+        ax.hist(r, bins=bins, density=True, alpha=0.5, color=colour)
+        ax.axvline(median, color=colour, lw=2, label=f"{name} (median {median:.2f})")
+    ax.set_xlabel("Pearson correlation of well profiles")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    keyed = " & ".join(k.removeprefix("Metadata_") for k in keys)
+    ax.set_title(title or f"{len(same):,} replicate pairs (same {keyed}), {len(other):,} others")
+    return _finish(fig, path)
+
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str], who: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{who}: the wells table has no {', '.join(missing)} column")
+
+
+def _standardised_features(wells: pd.DataFrame, who: str) -> tuple[np.ndarray, list[str]]:
+    """The usable feature columns (numeric, not ``Metadata_``, finite, not constant), z-scored."""
+    numeric = [
+        c
+        for c in wells.columns
+        if not str(c).startswith("Metadata_")
+        and pd.api.types.is_numeric_dtype(wells[c])
+        and not pd.api.types.is_bool_dtype(wells[c])
+    ]
+    x = wells[numeric].to_numpy(float)
+    usable = np.isfinite(x).all(axis=0) & (np.ptp(x, axis=0) > 0 if len(x) else False)
+    if usable.sum() < 2:
+        raise ValueError(
+            f"{who}: the wells table has {int(usable.sum())} usable feature column(s) "
+            "(numeric, not Metadata_, finite in every well, not constant); 2 are needed"
+        )
+    x = x[:, usable]
+    names = [c for c, u in zip(numeric, usable, strict=True) if u]
+    return (x - x.mean(axis=0)) / x.std(axis=0), names
+
+
+def _most_correlated(doses: np.ndarray, z: np.ndarray, top: int) -> list[int]:
+    """The ``top`` columns of ``z`` of largest absolute Spearman correlation with ``doses``."""
+    ranked = pd.DataFrame(z).rank().to_numpy()
+    dose_rank = pd.Series(doses).rank().to_numpy()
+    centred = ranked - ranked.mean(axis=0)
+    spread = np.linalg.norm(centred, axis=0) * np.linalg.norm(dose_rank - dose_rank.mean())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.abs(centred.T @ (dose_rank - dose_rank.mean()) / spread)
+    order = np.argsort(-np.nan_to_num(rho, nan=-1.0), kind="stable")
+    return [int(k) for k in order[:top] if np.isfinite(rho[k])]
+
+
+def _pairs(
+    groups: np.ndarray, max_pairs: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 2)`` index pairs of wells in the same group and in different groups.
+
+    Every pair of each kind while there are at most ``max_pairs``; a random sample else.
+    """
+    within = [_pairs_of(np.flatnonzero(groups == g), max_pairs, rng) for g in np.unique(groups)]
+    same = np.concatenate(within) if within else np.empty((0, 2), np.int64)
+    if len(same) > max_pairs:
+        same = same[rng.choice(len(same), max_pairs, replace=False)]
+    every = _pairs_of(np.arange(len(groups)), 4 * max_pairs, rng)
+    other = every[groups[every[:, 0]] != groups[every[:, 1]]]
+    if len(other) > max_pairs:
+        other = other[rng.choice(len(other), max_pairs, replace=False)]
+    return same, other
+
+
+def _pairs_of(rows: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:
+    """Every pair of ``rows`` while there are at most ``most``, else ``most`` random pairs."""
+    n = len(rows)
+    if n * (n - 1) // 2 <= most:
+        i, j = np.triu_indices(n, 1)
+    else:
+        i, j = rng.integers(0, n, (2, most))
+        i, j = i[i != j], j[i != j]
+    return np.column_stack([rows[i], rows[j]])
+
+
+def _dose_areas(values: pd.Series) -> np.ndarray:
+    """Marker areas growing with log concentration; missing values and zeros smallest."""
+    doses = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    positive = np.isfinite(doses) & (doses > 0)
+    areas = np.full(len(doses), 12.0)
+    if positive.any():
+        logs = np.log10(doses[positive])
+        span = np.ptp(logs)
+        areas[positive] = 30 + 120 * ((logs - logs.min()) / span if span > 0 else 0.5)
+    return areas
+
+
+def _size_legend(ax: Axes, values: pd.Series, name: str) -> None:
+    """Grey legend entries for the smallest and largest concentrations (and zero, if any)."""
+    doses = pd.to_numeric(values, errors="coerce")
+    areas = pd.Series(_dose_areas(values), index=values.index)
+    shown = doses.dropna().drop_duplicates().sort_values()
+    for dose in sorted({shown.iloc[0], shown.iloc[-1]}) if len(shown) else ():
+        area = float(areas[doses == dose].iloc[0])
+        label = f"{name.removeprefix('Metadata_')} {_compact_number(float(dose))}"
+        ax.scatter([], [], s=area, color="0.5", label=label)
+
+
 def _pick(table: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
     """The rows of ``table`` with ``value`` in ``column``, which may be omitted if it has one."""
     present = table[column].drop_duplicates().tolist()
@@ -319,13 +619,13 @@ def _pick(table: pd.DataFrame, column: str, value: Any) -> pd.DataFrame:
     return table[table[column] == value]
 
 
-def _annotate(ax: Axes, grid: np.ndarray, image: Any) -> None:
+def _annotate(ax: Axes, grid: np.ndarray, image: Any, fontsize: float) -> None:
     for (r, c), value in np.ndenumerate(grid):
         if np.isfinite(value):
             red, green, blue, _ = image.cmap(image.norm(value))
             shade = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             text = _compact_number(value)
-            ax.text(c, r, text, ha="center", va="center", fontsize=6.5, color=shade)
+            ax.text(c, r, text, ha="center", va="center", fontsize=fontsize, color=shade)
 
 
 def _compact_number(value: float) -> str:

@@ -180,3 +180,110 @@ def test_qc_heatmap_asks_for_a_channel_and_a_known_column() -> None:
     with pytest.raises(ValueError, match=r"the table has t \[0.0, 3600.0\]; choose one"):
         plots.qc_heatmap(two_times, "p99", channel="DNA")
     assert _texts(plots.qc_heatmap(two_times, "p99", channel="DNA", t=3600.0))[0] == "100"
+
+
+def test_plate_heatmap_prints_a_number_in_every_well_of_a_384_plate() -> None:
+    names = [f"{chr(65 + r)}{c + 1:02d}" for r in range(16) for c in range(24)]
+    values = pd.Series(np.linspace(10, 4000, len(names)), index=names)
+    fig = plots.plate_heatmap(values, label="cells")
+    texts = fig.axes[0].texts
+    assert len(texts) == 384
+    assert texts[0].get_text() == "10" and texts[-1].get_text() == "4k"
+    assert all(len(t.get_text()) <= 4 and t.get_fontsize() < 6.5 for t in texts)
+
+
+DOSES = (0.1, 1.0, 10.0)
+
+
+def _wells(replicates: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Wells of two drugs at three doses and DMSO controls; the dose drives two features."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        (treatment, dose)
+        for treatment, doses in (("DMSO", (0.0,)), ("drug_a", DOSES), ("drug_b", DOSES))
+        for dose in doses
+        for _ in range(replicates)
+    ]
+    wells = pd.DataFrame(rows, columns=["Metadata_treatment", "Metadata_concentration"])
+    n = len(wells)
+    wells.insert(0, "Metadata_Plate", "P1")
+    wells.insert(1, "Metadata_Well", [f"{chr(65 + i // 12)}{i % 12 + 1:02d}" for i in range(n)])
+    wells["Metadata_control"] = wells["Metadata_treatment"] == "DMSO"
+    wells["Metadata_batch"] = 1
+    effect = np.log10(wells["Metadata_concentration"].clip(lower=0.01)).to_numpy() + 2
+    sign = np.where(wells["Metadata_treatment"] == "drug_b", -1.0, 1.0)
+    wells["Cells_AreaShape_Area"] = 300 + 60 * effect + rng.normal(0, 5, n)
+    wells["Nuclei_Intensity_MeanIntensity_DNA"] = (
+        0.2 + 0.05 * sign * effect + rng.normal(0, 0.005, n)
+    )
+    for k in range(6):
+        wells[f"Embedding_{k}"] = rng.normal(size=n)
+    return wells
+
+
+def test_well_pca_colours_treatments_and_sizes_doses(tmp_path) -> None:
+    fig = plots.well_pca(_wells(), path=tmp_path / "w.png")
+    assert _is_png(tmp_path / "w.png")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["drug_a", "drug_b", "DMSO"]
+    assert labels[3:] == ["concentration 0", "concentration 10"]
+    assert ax.get_title() == "21 wells, 8 features"
+    sizes = np.concatenate([c.get_sizes() for c in ax.collections if len(c.get_offsets())])
+    assert sizes.min() < sizes.max()  # doses size the wells
+    assert ax.get_xlabel().startswith("PC1 (")
+
+
+def test_dose_response_draws_the_dose_driven_feature_as_a_monotone_curve(tmp_path) -> None:
+    fig = plots.dose_response(_wells(), top=2, path=tmp_path / "d.png")
+    assert _is_png(tmp_path / "d.png")
+    assert [ax.get_title() for ax in fig.axes] == ["drug_a", "drug_b"]  # DMSO has one dose
+    for ax, direction in zip(fig.axes, (1, -1), strict=True):
+        assert ax.get_xscale() == "log"
+        curves = {c.get_label(): c.lines[0] for c in ax.containers}
+        assert set(curves) == {"Cells_AreaShape_Area", "Nuclei_Intensity_MeanIntensity_DNA"}
+        line = curves["Nuclei_Intensity_MeanIntensity_DNA"]
+        assert list(line.get_xdata()) == list(DOSES)
+        assert (np.diff(line.get_ydata()) * direction > 0).all()
+
+
+def test_dose_response_needs_two_concentrations_and_its_columns() -> None:
+    wells = _wells()
+    one_dose = wells[wells["Metadata_concentration"].isin([0.0, 1.0])]
+    with pytest.raises(ValueError, match="no Metadata_treatment has wells at two or more"):
+        plots.dose_response(one_dose)
+    with pytest.raises(ValueError, match="has no Metadata_concentration column"):
+        plots.dose_response(wells.drop(columns="Metadata_concentration"))
+    features = ["Metadata_Plate", "Metadata_treatment", "Metadata_concentration", "Embedding_0"]
+    with pytest.raises(ValueError, match="1 usable feature column"):
+        plots.dose_response(wells[features])
+
+
+def _median_of(fig: Figure, name: str) -> float:
+    (line,) = [line for line in fig.axes[0].lines if line.get_label().startswith(name)]
+    return float(line.get_xdata()[0])
+
+
+def test_replicate_correlation_replicates_correlate_more_than_other_pairs(tmp_path) -> None:
+    fig = plots.replicate_correlation(_wells(replicates=4), path=tmp_path / "r.png")
+    assert _is_png(tmp_path / "r.png")
+    # 7 conditions of 4 wells: 7 * 6 replicate pairs of the 378
+    assert fig.axes[0].get_title().startswith("42 replicate pairs (same treatment & concentration)")
+    replicates, others = _median_of(fig, "replicates"), _median_of(fig, "others")
+    assert replicates > others
+    assert f"replicates (median {replicates:.2f})" in [
+        t.get_text() for t in fig.axes[0].get_legend().get_texts()
+    ]
+
+
+def test_replicate_correlation_samples_pairs_of_a_large_table() -> None:
+    fig = plots.replicate_correlation(_wells(replicates=4), max_pairs=30)
+    assert fig.axes[0].get_title().startswith("30 replicate pairs")
+
+
+def test_replicate_correlation_needs_replicates() -> None:
+    wells = _wells(replicates=1)
+    with pytest.raises(ValueError, match="no replicate pairs of wells"):
+        plots.replicate_correlation(wells)
+    with pytest.raises(ValueError, match="has no Metadata_treatment column"):
+        plots.replicate_correlation(wells.drop(columns="Metadata_treatment"))

@@ -18,6 +18,9 @@ from cellscale.report import (
     StageRecord,
     write_report,
 )
+from cellscale.report._images import overlay_figure
+from cellscale.report._tables import FIELD_KEYS
+from cellscale.report._wells import well_figures
 
 PLATES = ("P1", "P2")
 WELLS = ("B02", "B03", "B04", "C02", "C03", "C04")
@@ -66,10 +69,30 @@ def _labels() -> np.ndarray:
     return labels
 
 
+def _nuclei() -> np.ndarray:
+    nuclei = np.zeros((40, 60), np.uint32)
+    nuclei[8:12, 10:15] = 1
+    return nuclei
+
+
+def _wells_table(rng: np.random.Generator) -> pd.DataFrame:
+    """The fixture's wells with two features that follow the concentration, and noise."""
+    wells = _fields()[["Metadata_Plate", "Metadata_Well"]].drop_duplicates(ignore_index=True)
+    treatment, concentration = zip(*map(_conditions, wells["Metadata_Well"]), strict=True)
+    wells["Metadata_treatment"] = treatment
+    wells["Metadata_concentration"] = concentration
+    dose = np.log10(wells["Metadata_concentration"].fillna(0.1).to_numpy())
+    wells["Cells_AreaShape_Area"] = 300 + 50 * dose + rng.normal(0, 2, len(wells))
+    wells["Cells_AreaShape_FormFactor"] = 0.8 - 0.1 * dose + rng.normal(0, 0.01, len(wells))
+    for k in range(4):
+        wells[f"Embedding_{k}"] = rng.normal(size=len(wells))
+    return wells
+
+
 def _inputs(**changes: object) -> ReportInputs:
     rng = np.random.default_rng(0)
     cells = _cells(rng)
-    quality = _fields().assign(focus_score=rng.uniform(0.5, 1.5, len(_fields())))
+    quality = _fields().assign(focus_laplacian_norm=rng.uniform(0.5, 1.5, len(_fields())))
     image = rng.normal(100, 10, (40, 60)) + 50 * (_labels() > 0)
     values: dict[str, object] = {
         "title": "Screen <A&B>",
@@ -78,8 +101,14 @@ def _inputs(**changes: object) -> ReportInputs:
         "explained_variance_ratio": np.array([0.4, 0.2, 0.1, 0.05]),
         "field_quality": quality,
         "overlays": [
-            Overlay("P1 · B03 field 1 · drug 1 µM", image, _labels()),
-            Overlay("P2 · C04 field 2 · drug 10 µM", image.astype(np.uint16), _labels()),
+            Overlay("P1 · B03 field 1 · drug 1 µM", image, {"cells": _labels()}, "DNA"),
+            Overlay(
+                "P2 · C04 field 2 · drug 10 µM",
+                image.astype(np.uint16),
+                {"cells": _labels(), "nuclei": _nuclei()},
+                "DNA",
+                pixel_size_um=0.65,
+            ),
         ],
         "galleries": [
             Gallery("DMSO 0 µM", rng.uniform(0, 1, (5, 16, 16))),
@@ -91,6 +120,7 @@ def _inputs(**changes: object) -> ReportInputs:
         ],
         "problems": [DANGER],
         "notes": ["Embeddings: ResNet-18 with random weights & no download."],
+        "wells": _wells_table(rng),
     }
     values.update(changes)
     return ReportInputs(**values)  # type: ignore[arg-type]
@@ -146,8 +176,9 @@ def test_every_image_is_a_png_beside_the_page(report: tuple[Path, str]) -> None:
     index, text = report
     page = _Page(text)
     sources = [src for src, _ in page.images]
-    # 2 plates x (cells, focus) + 2 overlays + 2 galleries + 3 scatters + explained variance
-    assert len(sources) == len(set(sources)) == 12
+    # 2 plates x focus + 2 overlays + 2 galleries + 3 scatters + explained variance
+    # + 3 well figures; the cells-per-well maps are constant, a sentence instead
+    assert len(sources) == len(set(sources)) == 13
     assert all(alt.strip() for _, alt in page.images)
     assert {Path(src).name for src in sources} == _pngs(index.parent)
     for src in sources:
@@ -161,7 +192,9 @@ def test_every_image_is_a_png_beside_the_page(report: tuple[Path, str]) -> None:
 
 def test_sections_in_order(report: tuple[Path, str]) -> None:
     _, text = report
-    headings = ["Problems", "Plates", "Segmentation", "Crops", "PCA", "Wells", "Run"]
+    headings = [
+        "Problems", "Plates", "Segmentation", "Crops", "PCA", "Well profiles", "Wells", "Run"
+    ]  # fmt: skip
     positions = [text.index(f"<h2>{h}</h2>") for h in headings]
     assert positions == sorted(positions)
     assert "2 plates · 12 wells · 24 fields · 2 time points · 240 cells" in text
@@ -200,7 +233,10 @@ def test_plate_and_treatment_names_are_escaped(tmp_path: Path) -> None:
     assert {r["plate"] for r in rows} == {"<script>P1</script>", "P2"}
     assert {r["treatment"] for r in rows} == {"DMSO", "<script>drug"}
     captions = [alt for _, alt in page.images]
-    assert "cells per well (all 2 time points), plate <script>P1</script>" in captions
+    assert (
+        "mean focus (variance of the Laplacian / signal²) per well, plate <script>P1</script>"
+        in captions
+    )
     assert "crop gallery: <script>drug 10 µM (2 crops)" in captions
 
 
@@ -235,17 +271,36 @@ def test_stage_table(report: tuple[Path, str]) -> None:
     ]
 
 
-def test_overlay_outlines_and_gallery_grid(report: tuple[Path, str]) -> None:
-    index, _ = report
-    figures = index.parent / "figures"
-    (overlay,) = figures.glob("overlay-01-*.png")
-    rgb = imread(overlay)[..., :3]
-    assert rgb.shape[:2] == (40, 60)
+def test_overlay_outlines_each_compartment_in_its_colour_with_legend_and_scale_bar() -> None:
+    image = np.random.default_rng(0).normal(100, 10, (40, 60))
+    one = overlay_figure(Overlay("P1 · B03", image, {"cells": _labels()}, "DNA"))
+    ax = one.axes[0]
+    rgb = ax.images[0].get_array()
     coloured = np.ptp(rgb, axis=2) > 0.1
     # the inner outlines of a 10x15 and a 15x20 box: 46 + 66 pixels, nothing else
     assert coloured.sum() == 46 + 66
     assert coloured[5, 5:20].all() and not coloured[10, 10]
-    (gallery,) = figures.glob("crops-01-*.png")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cells"]
+    assert ax.get_title() == "P1 · B03\nchannel DNA"
+    assert [t.get_text() for t in ax.texts] == ["10 px"]  # a fifth of 60 px, rounded down
+    two = overlay_figure(
+        Overlay("P2", image, {"cells": _labels(), "nuclei": _nuclei()}, "DNA", pixel_size_um=0.65)
+    )
+    ax = two.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["cells", "nuclei"]
+    colours = [tuple(p.get_facecolor()[:3]) for p in legend.get_patches()]
+    rgb = ax.images[0].get_array()
+    assert tuple(rgb[8, 12]) == pytest.approx(colours[1])  # a nucleus outline pixel
+    assert tuple(rgb[5, 5]) == pytest.approx(colours[0])  # a cell outline pixel
+    assert [t.get_text() for t in ax.texts] == ["5 µm"]  # 60 px x 0.65 µm / 5 = 7.8 µm
+    (bar,) = ax.patches
+    assert bar.get_width() == pytest.approx(5 / 0.65)
+
+
+def test_gallery_grid(report: tuple[Path, str]) -> None:
+    index, _ = report
+    (gallery,) = (index.parent / "figures").glob("crops-01-*.png")
     # 5 crops of 16 px enlarged 4x to 64, 3 columns x 2 rows, 2 px gaps
     assert imread(gallery).shape[:2] == (2 * 66 + 2, 3 * 66 + 2)
 
@@ -261,7 +316,8 @@ def test_empty_cell_table_still_writes(tmp_path: Path) -> None:
     names = _pngs(index.parent)
     assert not any(n.startswith("pca-") for n in names)
     assert "explained-variance.png" in names
-    assert sum(n.startswith("cells-per-well-") for n in names) == 2  # zeros from the field table
+    assert not any(n.startswith("cells-per-well-") for n in names)  # zeros everywhere
+    assert "Plate P1: cells per well is 0 in every well (no map drawn)." in text
     assert len(_Page(text).table("stage", "status")) == 2
     assert "No cells: the per-well and per-condition tables are skipped." in text
 
@@ -269,9 +325,17 @@ def test_empty_cell_table_still_writes(tmp_path: Path) -> None:
 def test_missing_concentration_drops_only_its_figure(tmp_path: Path) -> None:
     inputs = _inputs()
     cells = inputs.cells.drop(columns="Metadata_concentration")
-    index = write_report(tmp_path / "report", _inputs(cells=cells, field_quality=None))
+    assert inputs.wells is not None
+    wells = inputs.wells.drop(columns="Metadata_concentration")
+    changes = {"cells": cells, "field_quality": None, "wells": wells}
+    index = write_report(tmp_path / "report", _inputs(**changes))
     text = index.read_text(encoding="utf-8")
     names = _pngs(index.parent)
+    assert {"well-pca.png", "replicate-correlation.png"} <= names
+    assert "dose-response.png" not in names
+    assert "No Metadata_concentration column: the well PCA is not sized by concentration." in text
+    assert "has no Metadata_concentration column." in text  # the dose-response curves
+    assert "correlation of replicate wells (same treatment)" in text
     pca = sorted(n for n in names if n.startswith("pca-"))
     assert pca == ["pca-01-treatment.png", "pca-02-Timepoint.png"]
     assert "No Metadata_concentration column: the PCA scatter by concentration" in text
@@ -281,7 +345,8 @@ def test_missing_concentration_drops_only_its_figure(tmp_path: Path) -> None:
     rows = page.table("plate", "well", "cells")
     assert len(rows) == len(PLATES) * len(WELLS) * len(TIMES)
     assert "concentration (µM)" not in rows[0]
-    assert len(page.images) == len(names) == 2 + 2 + 2 + 2 + 1
+    # overlays, galleries, 2 scatters, explained variance, well PCA, replicate correlation
+    assert len(page.images) == len(names) == 2 + 2 + 2 + 1 + 2
 
 
 def test_rerun_replaces_the_report(tmp_path: Path) -> None:
@@ -317,7 +382,9 @@ def test_scores_must_align_with_cells() -> None:
     with pytest.raises(ValueError, match="one row per cell"):
         _inputs(scores=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="same shape"):
-        Overlay("bad", np.zeros((4, 4)), np.zeros((4, 5), np.uint32))
+        Overlay("bad", np.zeros((4, 4)), {"nuclei": np.zeros((4, 5), np.uint32)}, "DNA")
+    with pytest.raises(ValueError, match="no compartment to outline"):
+        Overlay("bad", np.zeros((4, 4)), {}, "DNA")
 
 
 _CHECK_PAGE = """<!doctype html><html><body><iframe id="report" src="index.html"></iframe>
@@ -383,3 +450,199 @@ def test_the_report_opens_in_a_browser_with_every_figure(report: tuple[Path, str
     assert [src for src, _ in result["images"]] == sources
     assert all(width > 0 for _, width in result["images"]), result["images"]
     assert result["title"]
+
+
+def _qc(rng: np.random.Generator) -> pd.DataFrame:
+    """A QC table of the fixture's fields (DNA, first time point); one field is not finite."""
+    qc = _fields().rename(columns={"Metadata_Well": "well", "Metadata_Site": "field"})
+    qc = qc.rename(columns={"Metadata_Timepoint": "t"}).assign(channel="DNA")
+    qc["focus_laplacian_norm"] = rng.uniform(0.5, 1.5, len(qc))
+    qc["signal_to_background"] = rng.uniform(2, 4, len(qc))
+    for flag in ("blurry", "saturated", "empty", "dim", "nonfinite"):
+        qc[flag] = False
+    qc.loc[(qc["Metadata_Plate"] == "P2") & (qc["well"] == "B03"), "nonfinite"] = True
+    qc["flagged"] = qc["nonfinite"]
+    return qc
+
+
+def test_one_time_point_shows_no_time(tmp_path: Path) -> None:
+    inputs = _inputs()
+    once = inputs.cells["Metadata_Timepoint"] == 0
+    cells = inputs.cells[once].reset_index(drop=True)
+    assert inputs.field_quality is not None
+    quality = inputs.field_quality[inputs.field_quality["Metadata_Timepoint"] == 0]
+    index = write_report(
+        tmp_path / "report",
+        _inputs(cells=cells, scores=inputs.scores[once.to_numpy()], field_quality=quality),
+    )
+    text = index.read_text(encoding="utf-8")
+    names = _pngs(index.parent)
+    assert sorted(n for n in names if n.startswith("pca-")) == [
+        "pca-01-treatment.png",
+        "pca-02-concentration.png",
+    ]
+    assert "time (h)" not in text and "time point" in text  # only "1 time point" in the summary
+    headers = {h for table in _Page(text).tables for h in table[0]}
+    assert {"plate", "well", "cells"} <= headers and not any("time" in h for h in headers)
+
+
+def test_constant_values_are_a_sentence_not_a_figure(tmp_path: Path) -> None:
+    inputs = _inputs()
+    cells = inputs.cells.assign(Metadata_treatment="DMSO")
+    index = write_report(
+        tmp_path / "report", _inputs(cells=cells, qc=_qc(np.random.default_rng(1)))
+    )
+    text = index.read_text(encoding="utf-8")
+    names = _pngs(index.parent)
+    assert "The treatment is DMSO in every cell (no PCA scatter by it)." in text
+    assert not any(n.startswith(("pca-01", "cells-per-well-")) for n in names)
+    assert "Plate P1: cells per well (all 2 time points) is 20 in every well" in text
+    # P1 has no flagged field: no map of zeros; P2 has one
+    assert "Plate P1 · DNA: fraction of fields flagged is 0 in every well (no map drawn)." in text
+    assert sorted(n for n in names if n.startswith("qc-flagged")) == ["qc-flagged-02-P2.png"]
+
+
+def test_one_focus_measure_under_one_name(tmp_path: Path, report: tuple[Path, str]) -> None:
+    index = write_report(tmp_path / "report", _inputs(qc=_qc(np.random.default_rng(1))))
+    text = index.read_text(encoding="utf-8")
+    name = "focus (variance of the Laplacian / signal²)"
+    assert "focus score" not in text
+    assert f"The {name} per well is in Image quality." in text
+    names = _pngs(index.parent)
+    assert not any(n.startswith("focus-") for n in names)  # drawn once, as a QC map
+    assert {"qc-focus_laplacian_norm-01-P1.png", "qc-focus_laplacian_norm-02-P2.png"} <= names
+    _, no_qc = report
+    assert f"Plate P1: mean {name} per well" in no_qc and "focus score" not in no_qc
+
+
+def test_flag_counts_list_every_qc_flag(tmp_path: Path) -> None:
+    index = write_report(tmp_path / "report", _inputs(qc=_qc(np.random.default_rng(1))))
+    rows = _Page(index.read_text(encoding="utf-8")).table("plate", "images", "nonfinite")
+    counts = {r["plate"]: (r["images"], r["nonfinite"], r["blurry"]) for r in rows}
+    assert counts == {"P1": ("24", "0", "0"), "P2": ("24", "4", "0")}
+
+
+def test_segmentation_problems_show_their_overlays_with_the_problems(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).normal(100, 10, (40, 60))
+    problem = Overlay(
+        "P2 · C03 field 1 · too few objects: 2 objects", image, {"cells": _labels()}, "DNA"
+    )
+    index = write_report(tmp_path / "report", _inputs(problems=(), segmentation_problems=[problem]))
+    text = index.read_text(encoding="utf-8")
+    problems = text[text.index('<div class="problems">') : text.index("<h2>Plates</h2>")]
+    assert "1 well(s) whose segmentation looks wrong" in problems
+    assert 'src="figures/segmentation-problem-01-P2-C03-field-1-too-few-objects-2-o' in problems
+
+
+def test_well_figures_drawn_from_the_wells_table(report: tuple[Path, str]) -> None:
+    index, text = report
+    assert {"well-pca.png", "dose-response.png", "replicate-correlation.png"} <= _pngs(index.parent)
+    section = text[text.index("<h2>Well profiles</h2>") : text.index("<h2>Wells</h2>")]
+    assert "skipped" not in section
+
+
+def test_well_figures_say_why_they_are_missing(tmp_path: Path) -> None:
+    inputs = _inputs()
+    assert inputs.wells is not None
+    one_dose = inputs.wells.assign(Metadata_concentration=1.0)
+    index = write_report(tmp_path / "report", _inputs(wells=one_dose))
+    text = index.read_text(encoding="utf-8")
+    names = _pngs(index.parent)
+    assert "dose-response.png" not in names and "well-pca.png" in names
+    assert (
+        "The concentration is 1 in every well (the well PCA is not sized by concentration)" in text
+    )
+    assert "no Metadata_treatment has wells at two or more positive" in text
+    empty = well_figures(None, tmp_path)
+    assert empty.skipped == ("No per-well profiles: the well figures are skipped.",)
+
+
+def _plate(name: str, pixel_size: list[float] | None) -> object:
+    import dask.array as da
+
+    from cellscale.plate import build_plate
+
+    data = np.random.default_rng(0).integers(0, 1000, (1, 3, 1, 1, 1, 40, 60), dtype=np.uint16)
+    plate_map = pd.DataFrame({"treatment": ["DMSO", "drug", "drug"]}, index=["B02", "B03", "B04"])
+    return build_plate(
+        da.from_array(data),
+        name=name,
+        wells=["B02", "B03", "B04"],
+        fields=[1],
+        channels=["DNA"],
+        plate_map=plate_map,
+        pixel_size_um=pixel_size,
+    )
+
+
+def _labels_of(plate: object) -> object:
+    import xarray as xr
+
+    dims = ("t", "well", "field", "y", "x")
+    coords = {d: plate.coords[d].values for d in dims[:3]}  # type: ignore[attr-defined]
+    stack = np.broadcast_to(_labels(), (1, 3, 1, 40, 60))
+    nuclei = np.broadcast_to(_nuclei(), (1, 3, 1, 40, 60))
+    return xr.Dataset(
+        {"cells": (dims, stack), "nuclei": (dims, nuclei)},
+        coords=coords,
+        attrs={"compartments": ["cells", "nuclei"]},
+    )
+
+
+def _state(**more: object) -> object:
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        report=SimpleNamespace(overlays_per_condition=1), segment=SimpleNamespace(channel="DNA")
+    )
+    return SimpleNamespace(config=config, **{"segmentation_flags": [], **more})
+
+
+def test_the_run_takes_overlays_from_every_plate(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cellscale.pipeline import _report_stage
+
+    monkeypatch.setattr(_report_stage, "_labels", lambda state, plate: _labels_of(plate))
+    plates = [_plate("P1", None), _plate("P2", [0.5, 0.65])]
+    overlays = _report_stage._overlays(_state(), plates)  # type: ignore[arg-type]
+    # one field per treatment of each plate
+    assert [o.title for o in overlays] == [
+        "P1 · B02 field 1 · DMSO",
+        "P1 · B03 field 1 · drug",
+        "P2 · B02 field 1 · DMSO",
+        "P2 · B03 field 1 · drug",
+    ]
+    assert all(list(o.outlines) == ["cells", "nuclei"] and o.channel == "DNA" for o in overlays)
+    assert [o.pixel_size_um for o in overlays] == [None, None, 0.65, 0.65]
+    assert _report_stage._segmentation_problems(_state(), plates) == []  # type: ignore[arg-type]
+
+
+def test_the_run_shows_the_wells_whose_segmentation_was_flagged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cellscale.pipeline import _report_stage
+    from cellscale.segmentation import SegmentationFlag
+
+    monkeypatch.setattr(_report_stage, "_labels", lambda state, plate: _labels_of(plate))
+    why = "2 objects, a quarter of the plate's typical 40"
+    flag = SegmentationFlag("P2", "B04", why, objects=2, median_area=40.0, expected_area=300.0)
+    state = _state(segmentation_flags=[flag])
+    plates = [_plate("P1", None), _plate("P2", None)]
+    (overlay,) = _report_stage._segmentation_problems(state, plates)  # type: ignore[arg-type]
+    assert overlay.title == f"P2 · B04 field 1 · {why}"
+    np.testing.assert_array_equal(overlay.outlines["nuclei"], _nuclei())
+
+
+def test_field_quality_without_qc_is_the_qc_focus_measure() -> None:
+    import cellscale
+    from cellscale.pipeline._focus import FOCUS_COLUMN, field_quality
+
+    plate = _plate("P1", None)
+    state = _state(client=None)
+    state.config.qc = type("QC", (), {"enabled": False})()  # type: ignore[attr-defined]
+    table = field_quality(state, plate)  # type: ignore[arg-type]
+    expected = cellscale.qc(plate, channels=["DNA"], progress=False)  # type: ignore[arg-type]
+    assert (
+        list(table.columns) == [*FIELD_KEYS, FOCUS_COLUMN]
+        and FOCUS_COLUMN == "focus_laplacian_norm"
+    )
+    np.testing.assert_allclose(table[FOCUS_COLUMN], expected["focus_laplacian_norm"])

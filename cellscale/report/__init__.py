@@ -2,11 +2,14 @@
 
 :func:`write_report` renders ``index.html`` from one jinja2 template (inline CSS, no
 scripts, nothing fetched from the network, every string escaped) and writes
-``figures/*.png`` beside it: what went wrong first, then cells and focus per well on each
-plate, image quality (QC maps, flag counts, flagged fields), the illumination models,
-segmentation overlays, crop galleries, the PCA of the profiles, per-well and
-per-condition summaries, and the time each stage took. :class:`ReportInputs` holds what
-it shows; the figure functions that draw it live in small private modules.
+``figures/*.png`` beside it: what went wrong first (with the wells whose segmentation
+looks wrong), then cells and focus per well on each plate, image quality (QC maps, flag
+counts, flagged fields), the illumination models, segmentation overlays of every plate,
+crop galleries, the PCA of the cells, the per-well profiles (their PCA, dose-response
+curves, replicate correlation), per-well and per-condition summaries, and the time each
+stage took. No figure shows a value that is the same everywhere; a sentence gives it.
+:class:`ReportInputs` holds what it shows; the figure functions that draw it live in
+small private modules.
 """
 
 from cellscale.report._inputs import (

@@ -1,24 +1,31 @@
 """Figures of pixels: segmentation overlays, crop galleries and thumbnails of flagged fields.
 
 Each image is contrast-stretched on its own (percentiles :data:`CONTRAST` to black and
-white), shrunk to a size a page can show, and saved as a PNG by :func:`imsave`.
+white) and shrunk to a size a page can show. Galleries and thumbnails are saved as PNGs
+by :func:`imsave`; an overlay is a figure (:func:`overlay_figure`) with a legend of the
+compartments' outline colours, the channel's name and a scale bar.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
 from matplotlib.image import imsave
+from matplotlib.patches import Patch, Rectangle
 from skimage.segmentation import find_boundaries
 
 from cellscale.report._inputs import Gallery, Overlay, Thumbnail
 from cellscale.report._page import Panel, Tile, png_name
 
-__all__ = ["flagged_figures", "gallery_figures", "overlay_figures"]
+__all__ = ["flagged_figures", "gallery_figures", "overlay_figure", "overlay_figures"]
 
 #: Longest side, in pixels, of an overlay PNG; larger fields are subsampled.
 MAX_OVERLAY_SIDE = 768
@@ -31,18 +38,45 @@ MIN_TILE_SIDE = 64
 #: Percentiles mapped to black and white.
 CONTRAST = (1.0, 99.5)
 
-_OUTLINE_COLORS = colormaps["tab10"]([1, 2, 3, 4, 6, 8, 9, 0])[:, :3]
+#: Outline colour of each compartment; others take :data:`_OTHER_COLORS` in turn.
+OUTLINE_COLORS = {"cells": "#ffd400", "nuclei": "#00d0ff", "cytoplasm": "#ff4fd8"}
+_OTHER_COLORS = [colormaps["tab10"](i) for i in (2, 3, 1, 4)]
+#: Resolution of the overlay PNGs.
+OVERLAY_DPI = 100
 
 
-def overlay_figures(overlays: Sequence[Overlay], folder: Path) -> Panel:
-    """Each field in grey with its objects' outlines in colour, saved in ``folder``."""
+def overlay_figures(overlays: Sequence[Overlay], folder: Path, kind: str = "overlay") -> Panel:
+    """Each overlay drawn by :func:`overlay_figure`, saved in ``folder``."""
     tiles = []
     for i, overlay in enumerate(overlays, start=1):
-        name = png_name("overlay", i, overlay.title)
-        imsave(folder / name, _overlay_rgb(overlay.image, overlay.labels))
-        tiles.append(Tile(name, f"segmentation outlines: {overlay.title}", overlay.title))
+        name = png_name(kind, i, overlay.title)
+        overlay_figure(overlay).savefig(folder / name, dpi=OVERLAY_DPI)
+        alt = f"segmentation outlines ({', '.join(overlay.outlines)}): {overlay.title}"
+        tiles.append(Tile(name, alt, f"{overlay.title} · {overlay.channel}"))
     skipped = () if overlays else ("No segmentation overlays were made.",)
     return Panel(tuple(tiles), skipped)
+
+
+def overlay_figure(overlay: Overlay) -> Figure:
+    """The field in grey, each compartment's outlines in its colour, legend and scale bar.
+
+    The image is subsampled to at most :data:`MAX_OVERLAY_SIDE` pixels a side but drawn
+    in the field's own pixel coordinates, so the scale bar measures the field.
+    """
+    height, width = np.shape(overlay.image)
+    step = math.ceil(max(height, width) / MAX_OVERLAY_SIDE)
+    colors = _compartment_colors(list(overlay.outlines))
+    rgb = _overlay_rgb(overlay.image[::step, ::step], overlay.outlines, colors, step)
+    fig = Figure(figsize=(6.4, 6.4 * height / width + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(rgb, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{overlay.title}\nchannel {overlay.channel}", fontsize="small")
+    handles = [Patch(color=color, label=name) for name, color in colors.items()]
+    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.7)
+    _scale_bar(ax, width, height, overlay.pixel_size_um)
+    return fig
 
 
 def gallery_figures(galleries: Sequence[Gallery], folder: Path) -> Panel:
@@ -78,15 +112,46 @@ def _shrunk(image: np.ndarray) -> np.ndarray:
     return np.asarray(image)[::step, ::step]
 
 
-def _overlay_rgb(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The contrast-stretched image in grey with each object's outline in a colour."""
-    step = math.ceil(max(np.shape(image)) / MAX_OVERLAY_SIDE)
-    grey = _stretch(np.asarray(image)[::step, ::step])
-    small = np.asarray(labels)[::step, ::step]
-    rgb = np.repeat(grey[..., np.newaxis], 3, axis=2)
-    edges = find_boundaries(small, mode="inner")
-    rgb[edges] = _OUTLINE_COLORS[small[edges].astype(np.int64) % len(_OUTLINE_COLORS)]
+def _compartment_colors(compartments: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    others = iter(_OTHER_COLORS)
+    return {c: to_rgb(OUTLINE_COLORS.get(c) or next(others)) for c in compartments}
+
+
+def _overlay_rgb(
+    image: np.ndarray,
+    outlines: Mapping[str, np.ndarray],
+    colors: Mapping[str, tuple[float, float, float]],
+    step: int,
+) -> np.ndarray:
+    """The contrast-stretched image in grey with each compartment's outlines in its colour."""
+    rgb = np.repeat(_stretch(np.asarray(image))[..., np.newaxis], 3, axis=2)
+    for compartment, labels in outlines.items():
+        edges = find_boundaries(np.asarray(labels)[::step, ::step], mode="inner")
+        rgb[edges] = colors[compartment]
     return rgb
+
+
+def _scale_bar(ax: Axes, width: int, height: int, pixel_size_um: float | None) -> None:
+    """A white bar of a round length near a fifth of the width, in µm or in pixels."""
+    unit, per_pixel = ("µm", pixel_size_um) if pixel_size_um else ("px", 1.0)
+    length = _round_length(width * per_pixel / 5)
+    bar = length / per_pixel
+    x, y = width * 0.04, height * 0.95
+    ax.add_patch(Rectangle((x, y - height * 0.015), bar, height * 0.015, color="white"))
+    label = f"{length:g} {unit}"
+    ax.text(x + bar / 2, y - height * 0.03, label, color="white", ha="center", va="bottom")
+
+
+def _round_length(value: float) -> float:
+    """The largest of 1, 2 or 5 times a power of ten that is at most ``value``.
+
+    Examples
+    --------
+    >>> [_round_length(v) for v in (0.3, 7.0, 12.0, 260.0)]
+    [0.2, 5.0, 10.0, 200.0]
+    """
+    power = 10.0 ** math.floor(math.log10(value))
+    return max(m * power for m in (1, 2, 5) if m * power <= value)
 
 
 def _tile_grid(crops: np.ndarray, gap: int = 2) -> np.ndarray:

@@ -8,7 +8,7 @@ when they are made.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ __all__ = ["Figures", "Gallery", "Overlay", "ReportInputs", "StageRecord", "Thum
 
 @dataclass(frozen=True)
 class Overlay:
-    """One field's image with its segmentation outlines drawn on it.
+    """One field's image with the outlines of its segmented objects drawn on it.
 
     Parameters
     ----------
@@ -30,21 +30,35 @@ class Overlay:
         Caption, e.g. ``"P1 · B03 field 1 · DMSO 0 µM"``.
     image
         ``(y, x)`` image of any numeric dtype, shown with percentile (1, 99.5) contrast.
-    labels
-        ``(y, x)`` label image of the same shape, 0 for background; each object's outline
-        is drawn in a colour.
+    outlines
+        Label images of the same shape as ``image`` by compartment (``{"cells": ...,
+        "nuclei": ...}``), 0 for background; each compartment's outlines have one colour,
+        named in the figure's legend.
+    channel
+        The channel ``image`` shows.
+    pixel_size_um
+        The width of a pixel in µm, for a scale bar in µm; ``None`` draws it in pixels.
     """
 
     title: str
     image: np.ndarray
-    labels: np.ndarray
+    outlines: Mapping[str, np.ndarray]
+    channel: str
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
-        if np.ndim(self.image) != 2 or np.shape(self.image) != np.shape(self.labels):
+        if np.ndim(self.image) != 2:
             raise ValueError(
-                f"overlay {self.title!r}: image {np.shape(self.image)} and labels "
-                f"{np.shape(self.labels)} must be 2-d images of the same shape"
+                f"overlay {self.title!r}: image must be 2-d, not {np.shape(self.image)}"
             )
+        if not self.outlines:
+            raise ValueError(f"overlay {self.title!r}: no compartment to outline")
+        for compartment, labels in self.outlines.items():
+            if np.shape(labels) != np.shape(self.image):
+                raise ValueError(
+                    f"overlay {self.title!r}: {compartment} labels {np.shape(labels)} and "
+                    f"image {np.shape(self.image)} must have the same shape"
+                )
 
 
 @dataclass(frozen=True)
@@ -145,9 +159,10 @@ class ReportInputs:
         ``(k,)`` explained-variance ratio of the components.
     field_quality
         One row per field with ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Site``,
-        ``Metadata_Timepoint`` and ``focus_score``; ``None`` when not available.
+        ``Metadata_Timepoint`` and ``focus_laplacian_norm`` (the QC table's focus
+        measure); ``None`` when not available.
     overlays
-        Fields with their segmentation outlines.
+        Fields with their segmentation outlines, from every plate.
     qc
         The QC table of every plate (:func:`cellscale.qc`), or ``None`` without QC.
     qc_channel
@@ -164,6 +179,12 @@ class ReportInputs:
         What was skipped or failed, one sentence each.
     notes
         Anything else a reader needs, e.g. which embedding weights were used.
+    wells
+        The per-well profiles (``profiles/wells.parquet``): ``Metadata_`` columns and one
+        numeric column per feature; ``None`` when not available.
+    segmentation_problems
+        Fields of the wells whose segmentation looked wrong, each captioned with why;
+        shown with the problems.
     """
 
     title: str
@@ -180,6 +201,8 @@ class ReportInputs:
     stages: Sequence[StageRecord] = ()
     problems: Sequence[str] = ()
     notes: Sequence[str] = ()
+    wells: pd.DataFrame | None = None
+    segmentation_problems: Sequence[Overlay] = ()
 
     def __post_init__(self) -> None:
         if len(self.cells) == 0:

@@ -61,6 +61,7 @@ class Page:
     written: str
     no_cells: str | None
     problems: tuple[str, ...]
+    segmentation_problems: tuple[Tile, ...]
     plates: tuple[Panel, ...]
     quality: Panel
     qc_counts: Table | None
@@ -69,6 +70,7 @@ class Page:
     segmentation: Panel
     crops: Panel
     pca: Panel
+    well_profiles: Panel
     wells: Panel
     per_condition: Table | None
     per_well: Table | None

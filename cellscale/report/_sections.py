@@ -22,6 +22,7 @@ from cellscale.report._images import flagged_figures, gallery_figures, overlay_f
 from cellscale.report._inputs import ReportInputs, StageRecord
 from cellscale.report._page import Page, Panel, Table, Tile
 from cellscale.report._tables import field_counts, qc_counts, stage_table, well_tables
+from cellscale.report._wells import well_figures
 
 __all__ = ["build_page"]
 
@@ -29,7 +30,8 @@ __all__ = ["build_page"]
 def build_page(inputs: ReportInputs, folder: Path) -> Page:
     """Draw the figures of ``inputs`` into ``folder`` and gather the page's pieces."""
     cells = inputs.cells
-    plates = plate_figures(cells, inputs.field_quality, folder)
+    has_qc = inputs.qc is not None and not inputs.qc.empty
+    plates = plate_figures(cells, inputs.field_quality, has_qc, folder)
     quality, counts, flagged = _quality(inputs, folder)
     wells, per_condition, per_well = _wells(cells)
     run, stages, total = _run(inputs.stages)
@@ -40,6 +42,9 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
         written=datetime.now().strftime("%Y-%m-%d %H:%M"),
         no_cells=None if len(cells) else no_cells,
         problems=tuple(inputs.problems),
+        segmentation_problems=overlay_figures(
+            inputs.segmentation_problems, folder, kind="segmentation-problem"
+        ).tiles,
         plates=plates,
         quality=quality,
         qc_counts=counts,
@@ -48,6 +53,7 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
         segmentation=overlay_figures(inputs.overlays, folder),
         crops=gallery_figures(inputs.galleries, folder),
         pca=pca_figures(cells, inputs.scores, inputs.explained_variance_ratio, folder),
+        well_profiles=well_figures(inputs.wells, folder),
         wells=wells,
         per_condition=per_condition,
         per_well=per_well,

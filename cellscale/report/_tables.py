@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cellscale.measurement import well_summary
+from cellscale.quality._flags import FLAGS
 from cellscale.report._inputs import StageRecord
 from cellscale.report._page import Table
 
@@ -23,7 +24,6 @@ __all__ = ["FIELD_KEYS", "field_counts", "qc_counts", "stage_table", "well_table
 #: The columns that name one field at one time point.
 FIELD_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Timepoint"]
 
-_FLAGS = ("blurry", "saturated", "empty", "dim")
 _WELL_HEADERS = {
     "Metadata_Plate": "plate",
     "Metadata_Well": "well",
@@ -68,16 +68,19 @@ def field_counts(cells: pd.DataFrame, field_quality: pd.DataFrame | None) -> str
 
 
 def qc_counts(qc: pd.DataFrame) -> Table:
-    """Images and flags of each kind, per plate and channel."""
+    """Images and flags of each kind (every QC flag), per plate and channel."""
     groups = qc.groupby(["Metadata_Plate", "channel"])
-    counts = groups[list(_FLAGS)].sum().reset_index()
+    counts = groups[list(FLAGS)].sum().reset_index()
     counts["images"] = groups.size().to_numpy()
     headers = {"Metadata_Plate": "plate", "channel": "channel", "images": "images"}
-    return _table(counts, {**headers, **{f: f for f in _FLAGS}})
+    return _table(counts, {**headers, **{f: f for f in FLAGS}})
 
 
 def well_tables(cells: pd.DataFrame) -> tuple[Table, Table]:
     """Per condition (means of the well means), and per well and time point.
+
+    The time (h) column is there only where there are several time points: a screen
+    imaged once has no hours to show.
 
     Raises
     ------
@@ -85,7 +88,8 @@ def well_tables(cells: pd.DataFrame) -> tuple[Table, Table]:
         If the cell table lacks what :func:`cellscale.well_summary` needs.
     """
     wells = well_summary(cells, compartment="cells")
-    wells["time_h"] = pd.to_numeric(wells["Metadata_Timepoint"]) / 3600
+    if wells["Metadata_Timepoint"].nunique() > 1:
+        wells["time_h"] = pd.to_numeric(wells["Metadata_Timepoint"]) / 3600
     return _table(_conditions(wells), _CONDITION_HEADERS), _table(wells, _WELL_HEADERS)
 
 
