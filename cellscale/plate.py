@@ -58,6 +58,7 @@ __all__ = [
     "format_well",
     "normalize_well",
     "plate_map_columns",
+    "plate_map_coords",
     "row_index",
     "row_letters",
     "spatial_plate",
@@ -205,7 +206,7 @@ def build_plate(
         "c": np.asarray([str(c) for c in channels], dtype=object),
     }
     if plate_map is not None:
-        coords.update(_plate_map_coords(plate_map, well_names))
+        coords.update(plate_map_coords(plate_map, well_names))
     present = (
         np.ones(data.shape[1:3], dtype=bool)
         if field_present is None
@@ -411,7 +412,8 @@ def add_lineage(attrs: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, 
     return {**attrs, LINEAGE: [*attrs.get(LINEAGE, []), dict(step)]}
 
 
-def _plate_map_coords(plate_map: pd.DataFrame, wells: Sequence[str]) -> dict[str, Any]:
+def plate_map_coords(plate_map: pd.DataFrame, wells: Sequence[str]) -> dict[str, Any]:
+    """The plate map's columns as ``well`` coordinates of a plate with ``wells``, in order."""
     table = plate_map.copy()
     table.index = [normalize_well(w) for w in table.index]
     if table.index.has_duplicates:

@@ -94,6 +94,27 @@ def test_labels_go_under_the_images_they_label(mip_store: Path, tmp_path: Path) 
         cellscale.write_labels(lazy, mip_store, progress=False)
 
 
+def test_labels_of_the_illumination_corrected_images_go_under_them(mip_store: Path) -> None:
+    from cellscale.illumination import IlluminationModel
+
+    plate = cellscale.open_plate(mip_store)
+    flat = np.linspace(0.5, 1.5, 2 * 80 * 72).reshape(2, 80, 72)  # a gradient across the field
+    model = IlluminationModel(channels=("nuclei", "cytoplasm"), flatfield=flat)
+    corrected = cellscale.correct_illumination(plate, model)
+    labels = segment(corrected, Threshold(), channel="nuclei")
+    cellscale.write_labels(labels, mip_store, progress=False)
+    np.testing.assert_array_equal(
+        cellscale.open_labels(mip_store)["nuclei"].values, labels["nuclei"].values
+    )
+    with pytest.raises(StaleOutputError, match=r"correct_illumination"):
+        cellscale.write_labels(_labels(mip_store), mip_store, progress=False)  # other images
+    projected_again = cellscale.project(cellscale.open_plate(mip_store), "max")
+    with pytest.raises(StaleOutputError, match="not from the plate stored in"):
+        cellscale.write_labels(
+            segment(projected_again, Threshold(), channel="nuclei"), mip_store, progress=False
+        )
+
+
 def test_a_damaged_label_chunk_is_an_error(mip_store: Path) -> None:
     cellscale.write_labels(_labels(mip_store), mip_store, progress=False)
     array = zarr.open_array(str(mip_store / "A/01/2/labels/nuclei/0"), mode="r")

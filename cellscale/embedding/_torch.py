@@ -23,7 +23,15 @@ import numpy as np
 from cellscale._files import file_sha256
 from cellscale.embedding._protocol import EmbedderBase, check_batch_size
 
-__all__ = ["ARCHITECTURES", "TorchEmbedder", "find_layer", "load_weights", "model_builds"]
+__all__ = [
+    "ARCHITECTURES",
+    "TorchEmbedder",
+    "check_imagenet_weights",
+    "find_layer",
+    "imagenet_weights",
+    "load_weights",
+    "model_builds",
+]
 
 ARCHITECTURES = ("resnet18", "resnet50", "r3d_18")
 _FEATURES = {"resnet18": 512, "resnet50": 2048, "r3d_18": 512}
@@ -436,7 +444,7 @@ def _weights(arch: str, weights: str | Path | None, allow_download: bool) -> Pat
     if weights is None:
         return None
     if weights == "imagenet":
-        _imagenet_available(arch, allow_download)
+        check_imagenet_weights(arch, allow_download)
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -444,19 +452,25 @@ def _weights(arch: str, weights: str | Path | None, allow_download: bool) -> Pat
     return path
 
 
-def _imagenet_available(arch: str, allow_download: bool) -> None:
+def imagenet_weights(arch: str) -> tuple[str, Path]:
+    """Where torchvision downloads ``arch``'s ImageNet weights from, and its cached file."""
     import torch
     import torchvision
 
     module = torchvision.models.video if arch == "r3d_18" else torchvision.models
-    url = getattr(module, _IMAGENET[arch]).DEFAULT.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    url = str(getattr(module, _IMAGENET[arch]).DEFAULT.url)
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def check_imagenet_weights(arch: str, allow_download: bool) -> None:
+    """Raise ``FileNotFoundError`` saying how to get them unless ``arch``'s weights are cached."""
+    url, cached = imagenet_weights(arch)
     if not cached.is_file() and not allow_download:
         raise FileNotFoundError(
             f"ImageNet weights for {arch} are not in torch's hub cache ({cached} does not exist) "
-            f"and cellscale does not download at run time. Download {url} where there is internet "
-            "and copy it there (or set TORCH_HOME), pass weights=<file>, or pass "
-            "allow_download=True"
+            f"and cellscale does not download at run time. Run `cellscale models --fetch {arch}` "
+            f"where there is internet (it downloads {url}) and copy the file there (or set "
+            "TORCH_HOME), pass weights=<file>, or pass allow_download=True"
         )
 
 

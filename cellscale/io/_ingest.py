@@ -65,6 +65,7 @@ def read_tiff_plate(
     name: str | None = None,
     project_z: ZProjection | None = None,
     on_nonfinite: NonFinite = "raise",
+    well_column: str | None = None,
 ) -> xr.DataArray:
     """Read a folder of TIFFs as a lazy plate, without reading any pixels.
 
@@ -81,6 +82,9 @@ def read_tiff_plate(
     plate_map
         A CSV/TSV file or DataFrame with a well column; its other columns become
         ``well`` coordinates (see :func:`read_plate_map`).
+    well_column
+        The plate map's column of well names, when it is not one of the names
+        :func:`read_plate_map` recognises.
     channels
         Which channels to read, by id (``"w1"``, ``"d0"`` …) or by name, in the order
         given; a mapping also renames them (``{"w1": "DNA"}``). All channels by
@@ -169,7 +173,7 @@ def read_tiff_plate(
         channels=names,
         t=grid.t if t is None else t,
         z=grid.z if z is None else z,
-        plate_map=_plate_map(plate_map, grid.wells, htd),
+        plate_map=_plate_map(plate_map, grid.wells, htd, well_column),
         field_present=grid.field_present,
         pixel_size_um=_pixel_size(layouts),
         attrs=attrs,
@@ -190,6 +194,7 @@ def ingest(
     name: str | None = None,
     project_z: ZProjection | None = None,
     on_nonfinite: NonFinite = "raise",
+    well_column: str | None = None,
     version: str | None = None,
     codec: str | None = None,
     clevel: int | None = None,
@@ -208,7 +213,9 @@ def ingest(
 
     Parameters
     ----------
-    source, pattern, plate_map, channels, fill_missing, on_unmatched, rgb, name, project_z
+    source, pattern, plate_map, well_column, channels, fill_missing, on_unmatched, rgb, name
+        As for :func:`read_tiff_plate`.
+    project_z
         As for :func:`read_tiff_plate`.
     on_nonfinite
         As for :func:`read_tiff_plate`: by default a floating-point image with NaN or
@@ -244,6 +251,7 @@ def ingest(
         name=name,
         project_z=project_z,
         on_nonfinite=on_nonfinite,
+        well_column=well_column,
     )
     return write_plate(
         plate,
@@ -499,11 +507,14 @@ def _lazy_array(
 
 
 def _plate_map(
-    plate_map: str | Path | pd.DataFrame | None, wells: list[str], htd: HtdInfo | None
+    plate_map: str | Path | pd.DataFrame | None,
+    wells: list[str],
+    htd: HtdInfo | None,
+    well_column: str | None,
 ) -> pd.DataFrame | None:
     if plate_map is None:
         return None
-    table = read_plate_map(plate_map)
+    table = read_plate_map(plate_map, well_column=well_column)
     label = "the plate map" if isinstance(plate_map, pd.DataFrame) else f"plate map {plate_map}"
     check_plate_map(table, wells, plate_shape=htd.plate_shape if htd else None, label=label)
     return table

@@ -220,13 +220,25 @@ def _compartments(labels: xr.Dataset) -> list[str]:
     return names
 
 
+#: Steps after which labels still label the stored images: they change values, not pixels' places.
+_IN_PLACE = ("correct_illumination",)
+
+
 def _check_source(labels: xr.Dataset, record: StoreRecord, path: Path) -> None:
-    """Labels go under the images they label: the plate opened from this very store."""
+    """Labels go under the images they label: the plate opened from this very store.
+
+    Between opening and segmenting, only steps that change pixel values in place
+    (:data:`_IN_PLACE`: illumination correction) may come; they are in the lineage the
+    labels' fingerprint records, so labels of differently corrected images differ.
+    """
     lineage = list(labels.attrs.get(LINEAGE, []))
     assert record.fingerprint is not None
     expected = {"op": "open_plate", "store": path.name, "fingerprint": record.fingerprint.digest}
     images = lineage[-1].get("images") if lineage else None
-    if lineage[:-1] != [expected] or images != open_plate(path, allow_incomplete=True).data.name:
+    between = lineage[1:-1]
+    in_place = bool(between) and all(step.get("op") in _IN_PLACE for step in between)
+    stored = images == open_plate(path, allow_incomplete=True).data.name
+    if lineage[:1] != [expected] or not (in_place or (stored and not between)):
         made = " -> ".join(step.get("op", "?") for step in lineage) or "unknown steps"
         raise StaleOutputError(
             f"these labels were computed from {made} (or from data computed from it), not "

@@ -101,7 +101,7 @@ class FilePattern:
             raise PlateError(
                 f"pattern {self.regex!r} names no well (it has groups {has}): add a "
                 "(?P<well>...) group, (?P<row>...) and (?P<col>...) groups, or give a default "
-                "well, e.g. FilePattern(regex, defaults={'well': 'A01'})"
+                "well, e.g. defaults={'well': 'A01'}"
             )
 
     @property

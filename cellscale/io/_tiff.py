@@ -347,6 +347,6 @@ def _check_finite(plane: np.ndarray, ref: PlaneRef, spec: ChunkSpec) -> None:
     at = f" ({spec.position} channel {spec.channel!r})" if spec.position else ""
     raise PlateError(
         f"{ref.path}{at}: {n_nan + n_inf} of {plane.size} pixels are not finite ({n_nan} NaN, "
-        f"{n_inf} infinite); pass on_nonfinite='keep' (--on-nonfinite keep) to ingest them "
+        f"{n_inf} infinite); pass on_nonfinite='keep' to ingest them "
         "as they are (cellscale.qc flags such images 'nonfinite')"
     )

@@ -23,7 +23,7 @@ import numpy as np
 from cellscale._files import file_sha256
 from cellscale.segmentation._protocol import SegmenterBase, relabel_consecutive
 
-__all__ = ["CellposeSegmenter", "network_loads"]
+__all__ = ["CellposeSegmenter", "builtin_models", "model_folder", "network_loads", "weights_path"]
 
 _BUILTIN_V4 = ("cpsam", "cpsam_v2", "cpdino", "cpdino-vitb")
 _BUILTIN_V3 = ("cyto3", "cyto2", "cyto", "nuclei")
@@ -94,7 +94,7 @@ class CellposeSegmenter(SegmenterBase):
             raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {device!r}")
         if batch_size < 1 or fields_per_task < 1:
             raise ValueError("batch_size and fields_per_task must be at least 1")
-        self.model = model if network is not None else _weights_path(model, allow_download)
+        self.model = model if network is not None else weights_path(model, allow_download)
         self.compartments = (compartment,)
         self.diameter = diameter
         self.flow_threshold = float(flow_threshold)
@@ -285,7 +285,7 @@ def _prepared(image: np.ndarray, channels: int, transforms: Any) -> np.ndarray:
     return transforms.normalize_img(field, axis=-1)
 
 
-def _weights_path(model: str | Path, allow_download: bool) -> Path:
+def weights_path(model: str | Path, allow_download: bool = False) -> Path:
     """The local weights file of ``model``, or an error saying how to get it."""
     path = Path(model).expanduser()
     if path.is_file():
@@ -296,7 +296,7 @@ def _weights_path(model: str | Path, allow_download: bool) -> Path:
             f"cellpose model {name!r} is neither a file nor a known model name "
             f"({', '.join(_BUILTIN_V4 + _BUILTIN_V3)})"
         )
-    folder = _model_folder()
+    folder = model_folder()
     cached = folder / name
     if cached.is_file():
         return cached
@@ -307,13 +307,23 @@ def _weights_path(model: str | Path, allow_download: bool) -> Path:
     raise FileNotFoundError(
         f"cellpose model {name!r} is not in cellpose's model folder ({cached} does not exist) "
         "and cellscale does not download models at run time. Download it once where there is "
-        f"internet (python -c \"from cellpose import models; models.cache_model_path('{name}')\")"
-        f" and copy it to {cached} (or set CELLPOSE_LOCAL_MODELS_PATH), pass model=<file>, or "
-        "pass allow_download=True"
+        f"internet (`cellscale models --fetch {name}`) and copy it to {cached} (or set "
+        "CELLPOSE_LOCAL_MODELS_PATH), pass model=<file>, or pass allow_download=True"
     )
 
 
-def _model_folder() -> Path:
+def builtin_models() -> tuple[str, ...]:
+    """The model names the installed cellpose knows (its major version's)."""
+    from importlib.metadata import PackageNotFoundError
+
+    try:
+        return _BUILTIN_V4 if _cellpose_major() >= 4 else _BUILTIN_V3
+    except PackageNotFoundError:
+        return ()
+
+
+def model_folder() -> Path:
+    """Cellpose's model folder: ``$CELLPOSE_LOCAL_MODELS_PATH``, else ``~/.cellpose/models``."""
     import os
 
     configured = os.environ.get("CELLPOSE_LOCAL_MODELS_PATH")
