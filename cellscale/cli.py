@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from cellscale._hints import as_flags
 
 __all__ = ["main"]
 
@@ -27,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         if args.debug:
             raise
-        print(f"cellscale {args.command}: error: {err}", file=sys.stderr)
+        message = as_flags(str(err)) if args.command == "ingest" else str(err)
+        print(f"cellscale {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 
@@ -95,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--plate-map", type=Path, default=None, help="CSV/TSV with a well column")
     ingest.add_argument(
+        "--well-column", default=None, help="the plate map's column of well names, if unusual"
+    )
+    ingest.add_argument(
         "--channels",
         default=None,
         help="channels to keep, in order, by id or name; id=name renames (d0=DNA,d1=PH3)",
@@ -160,6 +167,18 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="summarise a plate")
     info.add_argument("plate", type=Path)
     info.set_defaults(run=_info)
+
+    models = commands.add_parser(
+        "models",
+        help="list the pretrained models on this machine; fetch one where there is internet",
+        description="List the cellpose models and ImageNet weights cellscale can use, with "
+        "where each file is or must be. Runs never download; --fetch does, with the model's "
+        "own library's downloader.",
+    )
+    models.add_argument(
+        "--fetch", metavar="NAME", default=None, help="download NAME (e.g. cpsam, resnet50)"
+    )
+    models.set_defaults(run=_models)
     return parser
 
 
@@ -211,10 +230,23 @@ def _pair(item: str, option: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
+    """Run the screen; Ctrl-C stops it with one line and status 130 (``--debug``: traceback).
+
+    Every finished unit is on disk, so the same command resumes the run.
+    """
     from cellscale.pipeline import run
 
-    print(run(args.config, overwrite=args.overwrite, progress=not args.no_progress))
+    try:
+        summary = run(args.config, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr, flush=True)
+        return 130
+    print(summary)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -243,6 +275,7 @@ def _ingest(args: argparse.Namespace) -> None:
         args.out,
         pattern=resolve_pattern(args.pattern, defaults or None),
         plate_map=args.plate_map,
+        well_column=args.well_column,
         channels=_channels(args.channels),
         fill_missing=args.fill_missing,
         on_unmatched=args.on_unmatched,
@@ -296,6 +329,16 @@ def _verify(args: argparse.Namespace) -> int:
     for report in reports:
         print(report)
     return 0 if all(report.ok for report in reports) else 1
+
+
+def _models(args: argparse.Namespace) -> None:
+    from cellscale.model_files import fetch_model, local_models
+
+    if args.fetch is not None:
+        print(f"fetched: {fetch_model(args.fetch)}")
+        return
+    listed = local_models()
+    print("\n".join(str(m) for m in listed) if listed else "no model libraries installed")
 
 
 def _info(args: argparse.Namespace) -> None:

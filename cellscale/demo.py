@@ -3,10 +3,13 @@
 Run it with ``cellscale demo``. It is :func:`cellscale.run` on :func:`demo_config`: two
 synthetic plates (two batches) of a dose series, two time points and Z stacks, each
 ingested as an OME-Zarr HCS plate, max-projected, segmented (classical segmenter, cells
-seeded by nuclei), measured into the cell table, cut into soft-masked crops and embedded
-with a ResNet-18 (randomly initialised: no weights can be downloaded here; set
-``embed.weights`` in a config to use your own), then PCA, per-plate normalisation against
-the DMSO wells, per-well profiles and the HTML report. It prints the dashboard link at
+seeded by nuclei) and measured into the cell table; the per-well profiles are its
+measured features, aggregated, normalised against each plate's DMSO wells and
+feature-selected as pycytominer does. To show the GPU path too, the demo also cuts
+soft-masked crops and embeds them with a ResNet-18 on the GPU-tagged worker and fits the
+PCA of the cells the report draws; that network is randomly initialised (nothing is
+downloaded; set ``embed.weights`` in a config to use your own), so the profiles leave its
+embeddings out. Then the HTML report. It prints the dashboard link at
 the start and a summary at the end. Every stage is resumable: run it again and only what
 is missing is done.
 """
@@ -76,7 +79,7 @@ def demo_config(settings: DemoSettings) -> RunConfig:
         illumination=_illumination(settings),
         segment=SegmentConfig(channel="cytoplasm", nuclei_channel="nuclei"),
         crops=CropsConfig(size=settings.crop, mask="soft"),
-        embed=EmbedConfig(model="resnet18", batch_size=64),
+        embed=EmbedConfig(enabled=True, model="resnet18", batch_size=64),
         pca=PCAConfig(n_components=10),
         profiles=ProfilesConfig(controls="Metadata_treatment == 'DMSO'"),
     )

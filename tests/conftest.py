@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,13 @@ import pytest
 
 import cellscale
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+#: The real microscopy the ``realdata`` tests read: ``$CELLSCALE_REAL_DATA``, by default
+#: ``../shared/data/real`` beside the repository.
+REAL_DATA = Path(
+    os.environ.get(
+        "CELLSCALE_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+    )
+)
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,8 @@ def test_ingest_options_reach_the_ingest(
     assert main(base) == 1  # notes.tif does not match
     assert "notes.tif" in capsys.readouterr().err
     assert main([*base, "--on-unmatched", "ignore"]) == 1  # A01 field 1 lacks channel 1
-    assert "fill_missing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--fill-missing" in err and "fill_missing" not in err  # the advice is a flag here
     assert main([*base, "--on-unmatched", "ignore", "--fill-missing"]) == 0
     assert cellscale.open_plate(out).coords["c"].values.tolist() == ["d0", "d1"]
     renamed = [*base, "--on-unmatched", "ignore", "--channels", "d0=DNA"]
@@ -228,3 +229,49 @@ def test_info_summarises_a_plate_another_tool_wrote(
     assert "pyramid     32x32, 16x16, 8x8, 4x4, 2x2" in printed
     assert "not written by cellscale: completeness unknown" in printed
     assert "opens from  a walk of every field" in printed
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_in_one_line_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as a terminal sends it: workers included."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.test_pipeline import screen_config
+
+    config = screen_config(tmp_path / "run")
+    config["cluster"] = {"n_workers": 1, "gpu_workers": 1}  # worker processes
+    path = tmp_path / "screen.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "cellscale.cli", "run", str(path)]
+    started = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert started.stdout is not None
+        for line in started.stdout:
+            if line.startswith("progress per plate"):
+                break
+        time.sleep(2)  # into the first stages
+        os.killpg(started.pid, signal.SIGINT)
+        _, stderr = started.communicate(timeout=120)
+    finally:
+        if started.poll() is None:
+            os.killpg(started.pid, signal.SIGKILL)
+    assert started.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if "interrupted" in line]
+    assert lines == ["interrupted; rerun the same command to resume"]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "report:" in rerun.stdout

@@ -56,10 +56,18 @@ def screen_config(out: Path, **changes: Any) -> dict[str, Any]:
     return config
 
 
+def embedded_config(out: Path, **changes: Any) -> dict[str, Any]:
+    """:func:`screen_config` with CNN embeddings (random weights), profiled with the features."""
+    config = screen_config(out, embed={"enabled": True}, profiles={"features": "both"})
+    for section, values in changes.items():
+        config[section] = {**config.get(section, {}), **values}
+    return config
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, client: Any) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("screen") / "run"
-    return out, run(screen_config(out), client=client, progress=False)
+    return out, run(embedded_config(out), client=client, progress=False)
 
 
 def _mtimes(folder: Path) -> dict[Path, int]:
@@ -115,13 +123,14 @@ def test_a_screen_runs_from_plates_to_report(finished: tuple[Path, Any]) -> None
     assert [f"PC{i}" for i in range(1, 5)] == [c for c in cells.columns if c.startswith("PC")]
     wells = pd.read_parquet(out / "profiles" / "wells.parquet")
     assert len(wells) == 8 and set(wells["Metadata_Plate"]) == {"P1", "P2"}
-    # standardised against DMSO per plate: each plate's DMSO cells average zero
+    assert any(c.startswith("Embedding_") for c in wells.columns)
+    assert any(c.startswith("Cells_AreaShape_") for c in wells.columns)
     for plate in ("P1", "P2"):
         rows = (cells["Metadata_Plate"] == plate).to_numpy()
         embeddings = zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:]
         assert embeddings.shape[0] == rows.sum()
     quality = pd.read_parquet(out / "profiles" / "field_quality.parquet")
-    assert len(quality) == 8 and (quality["focus_score"] > 0).all()
+    assert len(quality) == 8 and (quality["focus_laplacian_norm"] > 0).all()
     html = (out / "report" / "index.html").read_text()
     assert "P1" in html and "P2" in html and "randomly initialised from seed 0" in html
     manifest = json.loads((out / MANIFEST).read_text())
@@ -162,7 +171,7 @@ def test_qc_and_illumination_run_exclude_resume_and_reach_the_report(
         plate["synthetic"]["fields"] = 2  # 8 fields: enough for a flatfield
     summary = run(config, client=client, progress=False)
     names = [s.name for s in summary.stages]
-    assert names[:6] == ["ingest", "project", "qc", "segment", "illumination", "measure"]
+    assert names[:6] == ["ingest", "project", "qc", "illumination", "segment", "measure"]
     for plate in ("P1", "P2"):
         folder = out / "plates" / plate
         table = cellscale.read_qc(folder / "qc.parquet")
@@ -184,26 +193,26 @@ def test_qc_and_illumination_run_exclude_resume_and_reach_the_report(
 def test_profiles_are_normalised_per_plate_against_controls(finished: tuple[Path, Any]) -> None:
     out, _ = finished
     cells = pd.read_parquet(out / "profiles" / "cells.parquet")
+    wells = pd.read_parquet(out / "profiles" / "wells.parquet")
+    embedded = [c for c in wells.columns if c.startswith("Embedding_")]
+    columns = [int(c.removeprefix("Embedding_")) for c in embedded]
     for plate in ("P1", "P2"):
         mine = cells[cells["Metadata_Plate"] == plate].reset_index(drop=True)
         raw = zarr.open_array(str(out / "plates" / plate / "embeddings.zarr"))[:]
+        raw = raw.astype(np.float64)[:, columns]
         control = (mine["Metadata_treatment"] == "DMSO").to_numpy()
-        mean, std = raw[control].mean(0), raw[control].std(0)
-        keep = std > 0
-        normalised = (raw[:, keep] - mean[keep]) / std[keep]
-        wells = pd.read_parquet(out / "profiles" / "wells.parquet")
-        row = wells[(wells["Metadata_Plate"] == plate)].iloc[0]
-        well_rows = (mine["Metadata_Well"] == row["Metadata_Well"]).to_numpy()
-        features = [c for c in wells.columns if not c.startswith("Metadata_")]
-        expected = normalised[well_rows].mean(0)
-        got = row[features].to_numpy(dtype=np.float64)[keep]
-        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+        assert len(set(mine.loc[control, "Metadata_Well"])) == 1  # one DMSO well: only centred
+        for _, row in wells[wells["Metadata_Plate"] == plate].iterrows():
+            well_rows = (mine["Metadata_Well"] == row["Metadata_Well"]).to_numpy()
+            expected = np.median(raw[well_rows], axis=0) - np.median(raw[control], axis=0)
+            got = row[embedded].to_numpy(dtype=np.float64)
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_a_rerun_recomputes_nothing(finished: tuple[Path, Any], client: Any) -> None:
     out, _ = finished
     before = _mtimes(out / "plates") | _mtimes(out / "profiles") | _mtimes(out / "report")
-    summary = run(screen_config(out), client=client, progress=False)
+    summary = run(embedded_config(out), client=client, progress=False)
     statuses = {s.name: s.status for s in summary.stages}
     assert statuses["segment"] == "finished before, checked"
     assert statuses["pca"] == statuses["report"] == "skipped: unchanged"
@@ -215,7 +224,7 @@ def test_a_changed_setting_redoes_its_stage_and_later_ones_only(
     tmp_path: Path, client: Any
 ) -> None:
     out = tmp_path / "run"
-    config = screen_config(out)
+    config = embedded_config(out)
     config["plates"] = config["plates"][:1]
     run(config, client=client, progress=False)
     labels = _mtimes(out / "plates" / "P1" / "projected.zarr")
@@ -238,7 +247,9 @@ def test_an_output_folder_holding_another_run_is_refused(
     out, _ = finished
     other = screen_config(out)
     other["plates"][1]["synthetic"]["seed"] = 7
-    with pytest.raises(RunMismatchError, match=r"holds another run .*plates \['P1', 'P2'\]"):
+    with pytest.raises(
+        RunMismatchError, match=r"holds another run.*plates\[1\]\.synthetic\.seed: 2 → 7"
+    ):
         run(other, client=client, progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
@@ -281,7 +292,7 @@ def test_bad_configs_name_the_key(change: dict[str, Any], message: str) -> None:
 
 
 def test_plate_configs_are_checked() -> None:
-    with pytest.raises(ConfigError, match="exactly one of 'folder' and 'synthetic'"):
+    with pytest.raises(ConfigError, match="exactly one of 'folder', 'zarr' and 'synthetic'"):
         load_config({"output": "o", "plates": [{"name": "P1"}]})
     with pytest.raises(ConfigError, match="used more than once"):
         load_config({"output": "o", "plates": [{"name": "P", "folder": "a"}] * 2})
@@ -334,7 +345,7 @@ def test_a_killed_run_resumes_to_the_same_outputs(
     tmp_path: Path, finished: tuple[Path, Any], client: Any
 ) -> None:
     out = tmp_path / "run"
-    config = screen_config(out)
+    config = embedded_config(out)
     config["cluster"] = {"n_workers": 1, "options": {"processes": False}}
     driver = subprocess.Popen(
         [sys.executable, "-c", _DRIVER, json.dumps(config)],
@@ -351,7 +362,7 @@ def test_a_killed_run_resumes_to_the_same_outputs(
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     plate1 = _mtimes(out / "plates" / "P1")
-    summary = run(screen_config(out), client=client, progress=False)
+    summary = run(embedded_config(out), client=client, progress=False)
     statuses = [(s.name, s.status) for s in summary.stages]
     assert ("ingest", "finished before, checked") in statuses
     assert _mtimes(out / "plates" / "P1") == plate1  # nothing finished was recomputed
@@ -368,7 +379,7 @@ def test_a_killed_run_resumes_to_the_same_outputs(
 
 
 def test_a_run_survives_a_killed_worker(tmp_path: Path, finished: tuple[Path, Any]) -> None:
-    config = screen_config(tmp_path / "run")
+    config = embedded_config(tmp_path / "run")
     out = Path(config["output"])
     with cellscale.start_cluster(
         "local", n_workers=2, gpu_workers=1, processes=True, threads_per_worker=1, quiet=True

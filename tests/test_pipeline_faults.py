@@ -17,7 +17,7 @@ from cellscale._stages import DamagedOutputError, output_lock
 from cellscale.pipeline import run
 from cellscale.pipeline._manifest import MANIFEST
 from cellscale.pipeline._run import RunLockedError
-from tests.test_pipeline import _mtimes, screen_config
+from tests.test_pipeline import _mtimes, embedded_config
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, client: Any) -> Path:
     out = tmp_path_factory.mktemp("screen") / "run"
-    config = screen_config(out)
+    config = embedded_config(out)
     config["plates"] = config["plates"][:1]
     run(config, client=client, progress=False)
     return out
@@ -34,7 +34,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory, client: Any) -> Path:
 def _copy(finished: Path, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     out = tmp_path / "moved" / "run"
     shutil.copytree(finished, out)  # copy2 keeps the files' times
-    config = screen_config(out)
+    config = embedded_config(out)
     config["plates"] = config["plates"][:1]
     return out, config
 
@@ -170,6 +170,7 @@ def test_a_corrected_plate_map_reaches_the_profiles_and_the_report(
         ],
         "segment": {"channel": "d1", "nuclei_channel": "d0"},
         "crops": {"size": 16},
+        "embed": {"enabled": True},
         "pca": {"n_components": 3},
         "profiles": {"controls": "Metadata_treatment == 'DMSO'"},
     }

@@ -79,24 +79,97 @@ class SyntheticSource:
 
 @dataclass(frozen=True)
 class PlateConfig:
-    """One plate of the screen: a vendor TIFF folder (or a synthetic plate) and its metadata.
+    """One plate of the screen: its images (one source) and their metadata.
 
-    ``metadata`` holds plate-level values (timepoint, replicate, batch …); they become
-    ``Metadata_<key>`` columns of the cell table and the profiles.
+    The source is exactly one of ``folder`` (vendor TIFFs, ingested into the run's
+    ``raw.zarr``), ``zarr`` (an OME-Zarr HCS plate written by cellscale, read in place and
+    never written to) and ``synthetic``. Every option of :func:`cellscale.ingest` has a
+    key of the same name: ``pattern`` and ``defaults`` (values of the groups the file
+    names lack, ``{"well": "A01"}``), ``channels`` (a list keeps and orders channels; a
+    mapping also renames them, ``{"w1": "DNA"}``), ``project_z``, ``on_unmatched``,
+    ``fill_missing``, ``on_nonfinite``, ``rgb`` and ``levels``. ``plate_map`` is a CSV/TSV
+    whose well column is found by name or given as ``well_column``; with a ``zarr``
+    source it annotates the plate for this run only. ``metadata`` holds plate-level values
+    (timepoint, replicate, batch …); they become ``Metadata_<key>`` columns of the cell
+    table and the profiles.
     """
 
     name: str
     folder: str | None = None
-    pattern: str = "imagexpress"
-    plate_map: str | None = None
+    zarr: str | None = None
     synthetic: SyntheticSource | None = None
+    pattern: str = "imagexpress"
+    defaults: dict[str, str] = field(default_factory=dict)
+    channels: Any = None
+    plate_map: str | None = None
+    well_column: str | None = None
+    project_z: str | None = None
+    on_unmatched: str = "raise"
+    fill_missing: bool = False
+    on_nonfinite: str = "raise"
+    rgb: int | None = None
+    levels: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if (self.folder is None) == (self.synthetic is None):
-            raise ConfigError(f"plate {self.name!r}: give exactly one of 'folder' and 'synthetic'")
+        where = f"plate {self.name!r}"
+        sources = [k for k in ("folder", "zarr", "synthetic") if getattr(self, k) is not None]
+        if len(sources) != 1:
+            given = f" (got {sources})" if sources else ""
+            raise ConfigError(
+                f"{where}: give exactly one of 'folder', 'zarr' and 'synthetic'{given}"
+            )
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"plate name {self.name!r} cannot name a folder")
+        object.__setattr__(self, "channels", _channels(self.channels, f"{where}: channels"))
+        if self.project_z is not None:
+            _choose(f"{where}: project_z", self.project_z, ("max",))
+        _choose(f"{where}: on_unmatched", self.on_unmatched, ("raise", "warn", "ignore"))
+        _choose(f"{where}: on_nonfinite", self.on_nonfinite, ("raise", "keep"))
+        if self.rgb is not None and self.rgb not in (0, 1, 2):
+            raise ConfigError(
+                f"{where}: rgb must be 0, 1 or 2 (the sample to take), got {self.rgb}"
+            )
+        if self.levels is not None and self.levels < 1:
+            raise ConfigError(f"{where}: levels must be at least 1, got {self.levels}")
+        if self.folder is None:
+            tiff_only: dict[str, Any] = {
+                "pattern": "imagexpress",
+                "defaults": {},
+                "channels": None,
+                "project_z": None,
+                "on_unmatched": "raise",
+                "fill_missing": False,
+                "on_nonfinite": "raise",
+                "rgb": None,
+                "levels": None,
+            }
+            options = [k for k, default in tiff_only.items() if getattr(self, k) != default]
+            if options:
+                raise ConfigError(
+                    f"{where}: {options} are options of ingesting a TIFF 'folder'; this plate "
+                    f"comes from {sources[0]!r}"
+                )
+        if self.synthetic is not None and (self.plate_map or self.well_column):
+            raise ConfigError(
+                f"{where}: a synthetic plate has its own dose-series plate map; remove 'plate_map'"
+            )
+
+
+def _channels(value: Any, where: str) -> tuple[str, ...] | dict[str, str] | None:
+    """A plate's ``channels`` setting: ``None``, a list of names or a mapping of renames."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return dict(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(
+        f"{where}: expected a list of channels (ids or names) or a mapping of id to new "
+        f"name, got {_kind(value)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,13 +249,16 @@ class SegmentConfig:
     """Segmentation (:func:`cellscale.segment`).
 
     ``options`` go to the segmenter: its constructor's keywords (``diameter``, ``model``
-    …, checked against its signature) and ``fields_per_task``.
+    …, checked against its signature) and ``fields_per_task``. With ``corrected`` the
+    segmenter sees the illumination-corrected images (``illumination.method`` must be
+    set), as cells are measured; by default it sees the projected images as stored.
     """
 
     channel: str | None = None
     method: str = "classical"
     nuclei_channel: str | None = None
     exclude_border: bool = True
+    corrected: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -222,12 +298,17 @@ class CropsConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """CNN embeddings (:func:`cellscale.embed`).
+    """CNN embeddings of single-cell crops (:func:`cellscale.embed`), optional.
 
-    Without ``weights`` the network is randomly initialised from ``seed`` (nothing is
-    downloaded); give a state dict or TorchScript file to use trained weights.
+    ``enabled`` decides whether crops are cut and embedded: ``null`` (the default) only
+    when ``weights`` are given, ``true`` always (without ``weights`` the network is
+    randomly initialised from ``seed``, nothing is downloaded: its embeddings mean
+    little), ``false`` never. Without embeddings the run makes no PCA of cells and the
+    profiles come from the measured features alone. ``weights`` is a state dict or
+    TorchScript file of ``model``.
     """
 
+    enabled: bool | None = None
     model: str = "resnet18"
     weights: str | None = None
     layer: str = "avgpool"
@@ -246,6 +327,11 @@ class EmbedConfig:
         except ValueError as err:
             raise ConfigError(f"embed.{err}") from err
 
+    @property
+    def active(self) -> bool:
+        """Whether the run embeds cells: ``enabled``, or by default whether weights are given."""
+        return self.enabled if self.enabled is not None else self.weights is not None
+
 
 @dataclass(frozen=True)
 class PCAConfig:
@@ -256,20 +342,48 @@ class PCAConfig:
 
 @dataclass(frozen=True)
 class ProfilesConfig:
-    """Normalisation against controls and aggregation into per-well profiles.
+    """Per-well profiles, made in pycytominer's order (:func:`cellscale.profile_wells`).
 
-    ``controls`` is a query on the cell table (``"Metadata_treatment == 'DMSO'"``);
-    ``None`` normalises against all cells. Normalisation is per plate unless
-    ``per_plate`` is false.
+    Each plate's cells are aggregated per group of ``by`` (``aggregate``: ``median`` or
+    ``mean``) and annotated with their metadata; each plate's wells are normalised
+    against its control wells (``normalize``: ``standardize``, ``robustize``,
+    ``mad_robustize`` as pycytominer defines them, or ``none``), the whole screen
+    together unless ``per_plate``; then the ``feature_select`` operations run in order
+    (:func:`cellscale.feature_select`).
+
+    ``features`` names what is profiled: ``measured`` (the cell table's features, the
+    default), ``embeddings`` (aggregated CNN embeddings, ``Embedding_0`` …; needs
+    ``embed.enabled`` or ``embed.weights``) or ``both``. ``controls`` is a pandas query
+    on the wells' metadata (``"Metadata_treatment == 'DMSO'"``); ``None`` normalises
+    against all wells.
     """
 
+    features: str = "measured"
+    aggregate: str = "median"
     controls: str | None = None
     normalize: str = "standardize"
     per_plate: bool = True
     by: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well")
+    feature_select: tuple[str, ...] = (
+        "variance_threshold",
+        "frequency_threshold",
+        "correlation_threshold",
+        "drop_na_columns",
+        "blocklist",
+    )
 
     def __post_init__(self) -> None:
-        _choose("profiles.normalize", self.normalize, ("standardize", "robustize", "none"))
+        from cellscale.profiles._feature_select import OPERATIONS
+
+        _choose("profiles.features", self.features, ("measured", "embeddings", "both"))
+        _choose("profiles.aggregate", self.aggregate, ("median", "mean"))
+        _choose(
+            "profiles.normalize",
+            self.normalize,
+            ("standardize", "robustize", "mad_robustize", "none"),
+        )
+        for i, operation in enumerate(self.feature_select):
+            _choose(f"profiles.feature_select[{i}]", operation, tuple(OPERATIONS))
 
 
 @dataclass(frozen=True)
@@ -303,6 +417,11 @@ class RunConfig:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"plates: the names {repeated} are used more than once")
+        if self.segment.corrected and self.illumination.method is None:
+            raise ConfigError(
+                "segment.corrected: the run corrects no illumination; set illumination.method "
+                "('mean' or 'basic') or leave corrected out"
+            )
 
 
 def load_config(source: RunConfig | Mapping[str, Any] | str | os.PathLike[str]) -> RunConfig:
@@ -418,10 +537,15 @@ def _relative_to(config: RunConfig, base: Path) -> RunConfig:
         return None if path is None else str(base / Path(path).expanduser())
 
     plates = tuple(
-        dataclasses.replace(p, folder=resolve(p.folder), plate_map=resolve(p.plate_map))
+        dataclasses.replace(
+            p, folder=resolve(p.folder), zarr=resolve(p.zarr), plate_map=resolve(p.plate_map)
+        )
         for p in config.plates
     )
-    embed = dataclasses.replace(config.embed, weights=resolve(config.embed.weights))
+    weights = config.embed.weights
+    embed = dataclasses.replace(
+        config.embed, weights=weights if weights == "imagenet" else resolve(weights)
+    )
     return dataclasses.replace(
         config, output=str(resolve(config.output)), plates=plates, embed=embed
     )

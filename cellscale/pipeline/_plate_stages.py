@@ -8,7 +8,6 @@ between them.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,8 +15,11 @@ import pandas as pd
 import xarray as xr
 
 from cellscale.ops._projection import ProjectionMethod
-from cellscale.pipeline._config import ConfigError, PlateConfig, RunConfig
+from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._image_stages import illumination, quality_control
+from cellscale.pipeline._plate_source import plate_source
+from cellscale.pipeline._preflight import check_channels
+from cellscale.pipeline._segment_check import check_plate_segmentation
 from cellscale.pipeline._state import RunState, store_stage
 
 __all__ = ["run_plate"]
@@ -29,13 +31,14 @@ def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
 
     folder = state.plate_dir(plate)
     folder.mkdir(parents=True, exist_ok=True)
-    raw = _ingest(state, plate, folder / "raw.zarr")
-    fields = int(raw.sizes["t"] * raw.sizes["well"] * raw.sizes["field"])
-    _check_channels(state.config, [str(c) for c in raw.coords["c"].values])
+    raw = plate_source(state, plate, folder / "raw.zarr")
+    fields = int(raw.sizes["t"]) * int(raw.coords["field_present"].values.sum())  # present
+    check_channels(state.config, [str(c) for c in raw.coords["c"].values])
     projected = _project(state, plate, raw, folder / "projected.zarr", fields)
     exclude = quality_control(state, plate, projected, folder / "qc.parquet", fields)
-    labels = _segment(state, plate, projected, exclude, folder / "projected.zarr", fields)
     images = illumination(state, plate, projected, folder / "illumination.npz", fields)
+    seen = images if state.config.segment.corrected else projected
+    labels = _segment(state, plate, seen, exclude, folder / "projected.zarr", fields)
     cells_path = folder / "cells.parquet"
     store_stage(
         state,
@@ -53,50 +56,9 @@ def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
         ),
         lambda: cellscale.read_cells(cells_path) is not None,
     )
-    cells = cellscale.read_cells(cells_path).compute()
-    _embed(state, plate, images, labels, cells, folder / "embeddings.zarr")
+    check_plate_segmentation(state, plate, cellscale.read_cells(cells_path))
+    _embed(state, plate, images, labels, cells_path, folder / "embeddings.zarr")
     return projected
-
-
-def _ingest(state: RunState, plate: PlateConfig, path: Path) -> xr.DataArray:
-    import cellscale
-
-    def write(overwrite: bool) -> None:
-        if plate.synthetic is not None:
-            from cellscale.synthetic import write_synthetic_plate
-
-            s = plate.synthetic
-            write_synthetic_plate(
-                path,
-                wells=s.wells,
-                fields=s.fields,
-                n_t=len(s.t_hours) if s.t_hours else s.timepoints,
-                t_hours=s.t_hours,
-                n_z=s.planes,
-                channels=list(s.channels),
-                shape=(s.size, s.size),
-                cells_per_field=s.cells_per_field,
-                seed=s.seed,
-                name=plate.name,
-                overwrite=overwrite,
-                **state.common,
-            )
-            return
-        assert plate.folder is not None
-        cellscale.ingest(
-            plate.folder,
-            path,
-            plate.pattern,
-            plate.plate_map,
-            name=plate.name,
-            overwrite=overwrite,
-            **state.common,
-        )
-
-    store_stage(
-        state, "ingest", plate.name, lambda: _fields(path), path, write, lambda: _opens(path)
-    )
-    return cellscale.open_plate(path)
 
 
 def _project(
@@ -129,7 +91,7 @@ def _project(
 def _segment(
     state: RunState,
     plate: PlateConfig,
-    projected: xr.DataArray,
+    images: xr.DataArray,
     exclude: pd.DataFrame | None,
     path: Path,
     fields: int,
@@ -138,7 +100,7 @@ def _segment(
 
     config = state.config.segment
     labels = cellscale.segment(
-        projected,
+        images,
         config.method,
         channel=str(config.channel),
         nuclei_channel=config.nuclei_channel,
@@ -158,35 +120,10 @@ def _segment(
     return cellscale.open_labels(path)
 
 
-def _fields(path: Path) -> int:
-    import cellscale
-
-    raw = cellscale.open_plate(path)
-    return int(raw.sizes["t"] * raw.sizes["well"] * raw.sizes["field"])
-
-
 def _opens(path: Path) -> bool:
     import cellscale
 
     return cellscale.open_plate(path) is not None
-
-
-def _check_channels(config: RunConfig, channels: list[str]) -> None:
-    """Every channel the config names is one of the plate's, or a :class:`ConfigError`."""
-    named = {
-        "segment.channel": config.segment.channel,
-        "segment.nuclei_channel": config.segment.nuclei_channel,
-        "project.focus_channel": config.project.focus_channel,
-    }
-    if config.segment.channel is None:
-        raise ConfigError(f"segment.channel is required: one of the plate's channels {channels}")
-    for where, name in named.items():
-        if name is not None and name not in channels:
-            close = difflib.get_close_matches(name, channels, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{where}: the plates have no channel {name!r} (they have {channels}){hint}"
-            )
 
 
 def _embed(
@@ -194,16 +131,21 @@ def _embed(
     plate: PlateConfig,
     images: xr.DataArray,
     labels: xr.Dataset,
-    cells: pd.DataFrame,
+    cells_path: Path,
     path: Path,
 ) -> None:
+    """Cut and embed every cell's crop, when the run embeds (``embed.active``)."""
     import cellscale
     from cellscale.embedding import TorchEmbedder
     from cellscale.io._rows import check_rows_complete
 
-    if len(cells) == 0:
-        state.problems.append(f"plate {plate.name}: no cells were found, so none were embedded")
+    table = cellscale.read_cells(cells_path)
+    if len(table) == 0:
+        state.problems.append(f"plate {plate.name}: no cells were found")
         return
+    if not state.config.embed.active:
+        return
+    cells = table.compute()
     crops_config, embed_config = state.config.crops, state.config.embed
     crops = cellscale.extract_crops(
         images,
@@ -231,4 +173,4 @@ def _embed(
         check_rows_complete(path)
         return True
 
-    store_stage(state, "embed", plate.name, len(cells), path, write, complete)
+    store_stage(state, "embed", plate.name, len(cells), path, write, complete, unit="cell")

@@ -14,6 +14,12 @@ plates or files, and :func:`cellscale.pipeline.run` calls it before it writes an
 - ``embed.weights`` loads on the CPU into ``embed.model`` taking the plates' channels
   (where the config knows them: synthetic plates), and the network has ``embed.layer``.
   torch is imported only then.
+- ``embed.weights: imagenet`` and a cellpose ``segment.options.model`` are on this
+  machine (runs never download; the error gives the ``cellscale models --fetch`` command).
+- Each plate's ``folder`` is a folder and its ``zarr`` a complete plate; the channels
+  the config names (``segment.channel`` …) are among a plate's where the config says
+  them (synthetic plates, ``channels`` renamed by a mapping); otherwise the run checks
+  them right after ingest.
 
 Every error is a :class:`~cellscale.pipeline.ConfigError` that names the key, with the
 name it resembles where a name was typed.
@@ -22,10 +28,12 @@ name it resembles where a name was typed.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from pathlib import Path
 from typing import Any
 
+from cellscale._hints import as_config_keys
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, metadata_column
 from cellscale.pipeline._config import (
     ConfigError,
@@ -36,7 +44,7 @@ from cellscale.pipeline._config import (
     _hint,
 )
 
-__all__ = ["cell_columns", "preflight", "query_names"]
+__all__ = ["cell_columns", "check_channels", "preflight", "query_names"]
 
 _QUOTED = re.compile(r"`([^`]*)`")
 _FEATURES = "_AreaShape_"  # in the name of every feature column the profiles keep
@@ -65,6 +73,16 @@ column 'Metadata_treatmnet'; did you mean 'Metadata_treatment'?
         raise ConfigError("plates: the run names no plates")
     _check_profiles(config.profiles, cell_columns(config))
     _check_weights(config.embed, _channel_counts(config))
+    _check_segmenter_model(config)
+    for plate in config.plates:
+        names = _channel_names(plate)
+        if names is not None:
+            check_channels(config, names)
+    if config.profiles.features != "measured" and not config.embed.active:
+        raise ConfigError(
+            f"profiles.features: {config.profiles.features!r} needs embeddings, but the run "
+            "makes none; give embed.weights, set embed.enabled: true, or use 'measured'"
+        )
 
 
 def cell_columns(config: RunConfig) -> list[str]:
@@ -115,19 +133,35 @@ def query_names(query: str) -> list[str]:
 
 
 def _plate_map_columns(plate: PlateConfig, where: str) -> list[str]:
-    """The plate-map columns a plate's wells will carry, as the plate map names them."""
+    """The plate-map columns a plate's wells will carry, as the plate map names them.
+
+    A ``zarr`` plate without a ``plate_map`` carries the columns stored with it; opening
+    it here is also the check that it is a complete plate.
+    """
     if plate.synthetic is not None:
         from cellscale.synthetic import default_plate_map
 
         return [str(c) for c in default_plate_map(1).columns]
+    if plate.folder is not None and not Path(plate.folder).is_dir():
+        raise ConfigError(f"{where}.folder: {plate.folder} is not a folder")
+    if plate.zarr is not None and plate.plate_map is None:
+        import cellscale
+        from cellscale.plate import plate_map_columns
+
+        try:
+            return plate_map_columns(cellscale.open_plate(plate.zarr))
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{where}.zarr: {err}") from err
     if plate.plate_map is None:
         return []
     from cellscale.io import read_plate_map
 
     try:
-        return [str(c) for c in read_plate_map(plate.plate_map).columns]
+        return [
+            str(c) for c in read_plate_map(plate.plate_map, well_column=plate.well_column).columns
+        ]
     except (OSError, ValueError) as err:
-        raise ConfigError(f"{where}.plate_map: {err}") from err
+        raise ConfigError(f"{where}.plate_map: {as_config_keys(str(err), plate.name)}") from err
 
 
 def _metadata_columns(plate: PlateConfig, taken: list[str], where: str) -> list[str]:
@@ -174,6 +208,14 @@ def _check_weights(embed: EmbedConfig, channel_counts: list[int | None]) -> None
     """The weights file loads into the model with each channel count, and has the layer."""
     if embed.weights is None:
         return
+    if embed.weights == "imagenet":
+        from cellscale.embedding._torch import check_imagenet_weights
+
+        try:
+            check_imagenet_weights(embed.model, allow_download=False)
+        except FileNotFoundError as err:
+            raise ConfigError(f"embed.weights: {err}") from None
+        return
     if not Path(embed.weights).is_file():
         raise ConfigError(
             f"embed.weights: {embed.weights} does not exist. Give the path of a state dict or "
@@ -181,6 +223,46 @@ def _check_weights(embed: EmbedConfig, channel_counts: list[int | None]) -> None
         )
     for channels in channel_counts:
         _check_layer(_network(embed, channels), embed.layer)
+
+
+def check_channels(config: RunConfig, channels: list[str]) -> None:
+    """Every channel the config names is one of the plate's, or a :class:`ConfigError`."""
+    named = {
+        "segment.channel": config.segment.channel,
+        "segment.nuclei_channel": config.segment.nuclei_channel,
+        "project.focus_channel": config.project.focus_channel,
+    }
+    if config.segment.channel is None:
+        raise ConfigError(f"segment.channel is required: one of the plate's channels {channels}")
+    for where, name in named.items():
+        if name is not None and name not in channels:
+            close = difflib.get_close_matches(name, channels, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{where}: the plates have no channel {name!r} (they have {channels}){hint}"
+            )
+
+
+def _channel_names(plate: PlateConfig) -> list[str] | None:
+    """The plate's channel names where the config alone says them (synthetic, or renamed)."""
+    if plate.synthetic is not None:
+        return list(plate.synthetic.channels)
+    if isinstance(plate.channels, dict):
+        return list(plate.channels.values())
+    return None
+
+
+def _check_segmenter_model(config: RunConfig) -> None:
+    """A cellpose model named by the config is on this machine (runs never download)."""
+    if config.segment.method != "cellpose" or "network" in config.segment.options:
+        return
+    from cellscale.segmentation._cellpose import weights_path
+
+    options = config.segment.options
+    try:
+        weights_path(options.get("model", "cpsam"), bool(options.get("allow_download", False)))
+    except FileNotFoundError as err:
+        raise ConfigError(f"segment.options.model: {err}") from None
 
 
 def _network(embed: EmbedConfig, channels: int | None) -> Any:

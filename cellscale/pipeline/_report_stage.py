@@ -69,6 +69,7 @@ def _inputs(
     quality = profiles / "field_quality.parquet"
     pca = profiles / "pca.npz"
     ratio = PCA.load(FileOutput(pca).open()).explained_variance_ratio_ if pca.exists() else ()
+    wells = profiles / "wells.parquet"
     return ReportInputs(
         title=f"cellscale run: {', '.join(p.name for p in state.config.plates)}",
         cells=screen.cells,
@@ -84,6 +85,8 @@ def _inputs(
         stages=tuple(state.merged_stages()),
         problems=tuple(state.problems),
         notes=tuple(_notes(state.config)),
+        wells=pd.read_parquet(FileOutput(wells).open()) if wells.exists() else None,
+        segmentation_problems=_segmentation_problems(state, plates),
     )
 
 
@@ -117,14 +120,15 @@ def _flagged_thumbnails(qc: pd.DataFrame | None, plates: list[xr.DataArray]) -> 
     """The flagged images (at most :data:`MAX_FLAGGED_SHOWN`), each captioned with its flags."""
     if qc is None:
         return []
-    flags = ["blurry", "saturated", "empty", "dim", "nonfinite"]
+    from cellscale.quality._flags import FLAGS
+
     by_name = {str(p.name): p for p in plates}
     thumbs = []
     for row in qc[qc["flagged"]].head(MAX_FLAGGED_SHOWN).itertuples():
         plate = by_name[str(row.Metadata_Plate)]
         image = plate.sel(t=row.t, well=row.well, field=row.field, c=row.channel)
         image = image.max("z") if "z" in image.dims else image
-        why = ", ".join(f for f in flags if getattr(row, f, False))
+        why = ", ".join(f for f in FLAGS if getattr(row, f, False))
         title = f"{row.Metadata_Plate} · {row.well} field {row.field} · {row.channel}: {why}"
         thumbs.append(Thumbnail(title, np.asarray(image.values)))
     return thumbs
@@ -142,34 +146,66 @@ def _conditions(cells: pd.DataFrame) -> list[str]:
     return [c for c in wanted if c in cells.columns]
 
 
-def _overlays(state: RunState, plates: list[xr.DataArray]) -> list[Any]:
-    """A few fields per condition of the first plate, with their cells' outlines."""
+def _overlays(state: RunState, plates: list[xr.DataArray]) -> list[Overlay]:
+    """A few fields per condition of every plate, with the outlines of each compartment."""
+    per_condition = state.config.report.overlays_per_condition
+    overlays = []
+    for plate in plates:
+        labels = _labels(state, plate)
+        conditions = [c for c in ("treatment", "concentration") if c in plate.coords]
+        seen: dict[tuple[Any, ...], int] = {}
+        for well in plate.coords["well"].values:
+            condition = tuple(plate.coords[c].sel(well=well).item() for c in conditions)
+            if seen.get(condition, 0) >= per_condition:
+                continue
+            seen[condition] = seen.get(condition, 0) + 1
+            what = " · ".join(str(v) for v in condition)
+            overlays.append(_overlay(state, plate, labels, str(well), what))
+    return overlays
+
+
+def _segmentation_problems(state: RunState, plates: list[xr.DataArray]) -> list[Overlay]:
+    """A field of each well the run flagged for its segmentation, captioned with why.
+
+    The flags are ``state.segmentation_flags``; a run without any shows none.
+    """
+    flags = state.segmentation_flags
+    flagged = {str(flag.plate) for flag in flags}
+    by_name = {str(p.name): (p, _labels(state, p)) for p in plates if str(p.name) in flagged}
+    overlays = []
+    for flag in flags:  # the reason is a sentence with the well's numbers
+        plate, labels = by_name[str(flag.plate)]
+        overlays.append(_overlay(state, plate, labels, str(flag.well), flag.reason))
+    return overlays
+
+
+def _labels(state: RunState, plate: xr.DataArray) -> xr.Dataset:
     import cellscale
 
-    plate = plates[0]
-    labels = cellscale.open_labels(state.plate_dir(state.config.plates[0]) / "projected.zarr")
-    compartment = str(labels.attrs.get("compartments", ["cells"])[0])
+    return cellscale.open_labels(state.plate_dir(str(plate.name)) / "projected.zarr")
+
+
+def _overlay(
+    state: RunState, plate: xr.DataArray, labels: xr.Dataset, well: str, what: str
+) -> Overlay:
+    """The first field of ``well`` at the last time point, every compartment outlined."""
     channel = str(state.config.segment.channel)
-    per_condition = state.config.report.overlays_per_condition
-    conditions = [c for c in ("treatment", "concentration") if c in plate.coords]
-    seen: dict[tuple[Any, ...], int] = {}
-    overlays = []
-    t = plate.coords["t"].values[-1]
-    for well in plate.coords["well"].values:
-        condition = tuple(plate.coords[c].sel(well=well).item() for c in conditions)
-        if seen.get(condition, 0) >= per_condition:
-            continue
-        seen[condition] = seen.get(condition, 0) + 1
-        field_ = plate.coords["field"].values[0]
-        image = plate.sel(t=t, well=well, field=field_, c=channel)
-        if "z" in image.dims:
-            image = image.max("z")
-        mask = labels[compartment].sel(t=t, well=well, field=field_)
-        what = " · ".join(str(v) for v in condition)
-        overlays.append(
-            Overlay(f"{plate.name} · {well} field {field_} · {what}", image.values, mask.values)
-        )
-    return overlays
+    t, field_ = plate.coords["t"].values[-1], plate.coords["field"].values[0]
+    image = plate.sel(t=t, well=well, field=field_, c=channel)
+    if "z" in image.dims:
+        image = image.max("z")
+    outlines = {
+        str(c): labels[str(c)].sel(t=t, well=well, field=field_).values
+        for c in labels.attrs.get("compartments", ["cells"])
+    }
+    pixel_size = plate.attrs.get("pixel_size_um")
+    return Overlay(
+        f"{plate.name} · {well} field {field_} · {what}",
+        np.asarray(image.values),
+        outlines,
+        channel,
+        pixel_size_um=float(pixel_size[-1]) if pixel_size else None,
+    )
 
 
 def _galleries(state: RunState, plates: list[xr.DataArray], cells: pd.DataFrame) -> list[Any]:
@@ -215,9 +251,14 @@ def _notes(config: RunConfig) -> list[str]:
     segment = config.segment
     seeds = f", seeded by {segment.nuclei_channel!r}" if segment.nuclei_channel else ""
     per_plate = ", per plate" if config.profiles.per_plate else ""
-    return [
+    embedded = (
         f"Embeddings: {model}, layer {embed.layer!r}, "
-        f"{config.crops.size}-pixel crops, mask {config.crops.mask!r}.",
+        f"{config.crops.size}-pixel crops, mask {config.crops.mask!r}."
+        if embed.active
+        else "Embeddings: none (profiles are the measured features; set embed.weights to embed)."
+    )
+    return [
+        embedded,
         f"Segmentation: {segment.method} on channel {segment.channel!r}{seeds}; "
         f"border cells {'dropped' if segment.exclude_border else 'kept'}.",
         f"Projection: {config.project.method}. Normalisation: {config.profiles.normalize} "

@@ -9,10 +9,13 @@ Outputs, under the config's ``output`` folder::
     plates/<name>/qc.parquet        image QC (when enabled)
     plates/<name>/illumination.npz  the illumination model (when correcting)
     plates/<name>/cells.parquet     the cell table
-    plates/<name>/embeddings.zarr   one row per crop, aligned by cell_id
-    profiles/pca.npz                the PCA fitted on every plate's embeddings
-    profiles/cells.parquet          every cell's metadata and principal components
-    profiles/wells.parquet          normalised embeddings aggregated per well
+    plates/<name>/embeddings.zarr   one row per crop, aligned by cell_id (when embedding)
+    profiles/pca.npz                the PCA fitted on every plate's embeddings (idem)
+    profiles/cells.parquet          every embedded cell's metadata and principal components
+    profiles/wells.parquet          per-well profiles: Metadata_* columns, then the selected
+                                    features (measured, and Embedding_<i> if asked for),
+                                    aggregated, normalised per plate against the control
+                                    wells and feature-selected as pycytominer does
     profiles/field_quality.parquet  a focus score per field
     report/index.html               the report, with its figures
 
@@ -34,14 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import xarray as xr
+
 from cellscale._files import file_sha256
+from cellscale._script_guard import check_script_guard
 from cellscale._stages import OutputLockedError, output_lock
 from cellscale.pipeline._config import PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import MANIFEST, Manifest, package_versions
 from cellscale.pipeline._plate_stages import run_plate
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.pipeline._report_stage import report
-from cellscale.pipeline._screen import Screen, pca, profiles, screen_cells
+from cellscale.pipeline._screen import Screen, drop_pca, pca, profiles, screen_cells
 from cellscale.pipeline._state import RunState
 from cellscale.report import StageRecord
 
@@ -60,7 +67,9 @@ class RunSummary:
     report: Path
     plates: int
     wells: int
+    """Wells with at least one field."""
     fields: int
+    """Fields present (imaged positions of the wells; time points are counted apart)."""
     timepoints: int
     cells: int
     stages: tuple[StageRecord, ...]
@@ -128,10 +137,17 @@ def run(
         If the output folder holds another run and not ``overwrite``.
     RunLockedError
         If another run is using the output folder (the message names its process).
+    ScriptGuardError
+        If it would start a cluster of worker processes from a script's top level outside
+        ``if __name__ == "__main__":`` (they would run the script again); a
+        :class:`SystemExit`, so Python stops with one line.
     """
+    from cellscale.cluster._start import starts_worker_processes
     from cellscale.pipeline._preflight import preflight
 
     config = load_config(config)
+    if client is None and starts_worker_processes(config.cluster.kind, config.cluster.options):
+        check_script_guard()
     preflight(config)
     out = Path(config.output)
     weights = file_sha256(config.embed.weights) if config.embed.weights else None
@@ -153,13 +169,12 @@ def run(
             plates = [run_plate(state, plate) for plate in config.plates]
             screen = screen_cells(state)
             _screen_stages(state, plates, screen)
-    n_fields = sum(p.sizes["well"] * p.sizes["field"] for p in plates)
     return RunSummary(
         output=out,
         report=out / "report" / "index.html",
         plates=len(plates),
-        wells=sum(p.sizes["well"] for p in plates),
-        fields=int(n_fields),
+        wells=sum(int(_present(p).any(axis=1).sum()) for p in plates),
+        fields=sum(int(_present(p).sum()) for p in plates),
         timepoints=max(p.sizes["t"] for p in plates),
         cells=len(screen.cells),
         stages=tuple(state.merged_stages()),
@@ -186,14 +201,20 @@ def _run_lock(out: Path) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
+def _present(plate: xr.DataArray) -> np.ndarray:
+    """``(well, field)``: which fields the plate holds."""
+    return np.asarray(plate.coords["field_present"].values, dtype=bool)
+
+
 def _identity(plate: PlateConfig) -> dict[str, Any]:
-    return {
+    identity = {
         "name": plate.name,
         "folder": plate.folder,
         "pattern": plate.pattern if plate.folder else None,
         "plate_map": plate.plate_map,
         "synthetic": as_dict(plate.synthetic),
     }
+    return identity if plate.zarr is None else {**identity, "zarr": plate.zarr}
 
 
 @contextlib.contextmanager
@@ -218,9 +239,11 @@ def _client(config: RunConfig, client: Any) -> Iterator[Any]:
 def _screen_stages(state: RunState, plates: list[Any], screen: Screen) -> None:
     profiles_folder = state.out / "profiles"
     profiles_folder.mkdir(exist_ok=True)
-    if screen.embeddings is None:
-        state.problems.append("no cells were embedded on any plate: no PCA or profiles")
-    else:
+    if screen.embeddings is not None:
         pca(state, screen, profiles_folder)
-        profiles(state, screen, plates, profiles_folder)
+    else:
+        drop_pca(profiles_folder)
+        if state.config.embed.active:
+            state.problems.append("no cells were embedded on any plate: no PCA of cells")
+    profiles(state, screen, plates, profiles_folder)
     report(state, screen, plates, profiles_folder)

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from cellscale._stages import FileOutput, Fingerprint, StaleOutputError
+from cellscale._stages._run import progress_label
 from cellscale.pipeline._config import PlateConfig, RunConfig
 from cellscale.pipeline._manifest import Manifest
 from cellscale.report import StageRecord
+from cellscale.segmentation import SegmentationFlag
 
 __all__ = ["RunState", "Step", "file_stage", "store_stage"]
 
@@ -46,6 +48,7 @@ class RunState:
     progress: bool
     stages: list[StageRecord] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    segmentation_flags: list[SegmentationFlag] = field(default_factory=list)
     plate_statuses: list[tuple[str, str, str]] = field(default_factory=list)
 
     def merged_stages(self) -> list[StageRecord]:
@@ -111,8 +114,12 @@ def store_stage(
     path: Path,
     write: Callable[[bool], Any],
     complete: Callable[[], bool],
+    *,
+    unit: str = "field",
 ) -> None:
     """Write a store stage: resume it, or write it again if it was made otherwise.
+
+    Its progress bar is named ``"<stage> <plate>"`` and counts ``unit`` out of ``units``.
 
     Parameters
     ----------
@@ -122,11 +129,15 @@ def store_stage(
         Writes the store, taking ``overwrite``.
     complete
         Whether the store is complete (checked before writing, for the status only).
+    unit
+        What a unit is: ``"field"`` (fields present, every time point counted) or ``"cell"``.
     """
     status = "ran"
     if path.exists():
         status = "finished before, checked" if _safely(complete) else "resumed"
-    with step(state, stage, plate, 0, status) as current:
+    total = None if callable(units) else units
+    label = progress_label(f"{stage} {plate}", unit=unit, total=total)
+    with label, step(state, stage, plate, 0, status) as current:
         try:
             write(False)
         except StaleOutputError:
@@ -144,13 +155,22 @@ def file_stage(
     fingerprint: Fingerprint,
     make: Callable[[Path], Any],
 ) -> bool:
-    """Make a one-file output unless it is current; return whether it was made."""
+    """Make a one-file output unless it is current; return whether it was made.
+
+    A plate's stage names its progress bar ``"<stage> <plate>"``, counting its ``units``
+    (fields present); a screen stage names it ``stage``.
+    """
     found = output.state(fingerprint)
     if found == "current":
         done = "finished before, checked" if plate else "skipped: unchanged"
         state.record(StageRecord(stage, 0.0, 0 if plate is None else units, done), plate)
         return False
-    with step(state, stage, plate, units, _FILE_STATUS[found]):
+    label = (
+        progress_label(stage)
+        if plate is None
+        else progress_label(f"{stage} {plate}", unit="field", total=units)
+    )
+    with label, step(state, stage, plate, units, _FILE_STATUS[found]):
         output.write(fingerprint, make, overwrite=True)
     return True
 
