@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,28 @@ def test_bbbc039_nuclei_are_not_flagged_except_the_empty_field(real_data: Path) 
     cells = _segmented_table(images)
     flags = check_segmentation(cells, plate="BBBC039", compartment="objects", wells=list(images))
     assert [(f.well, f.objects) for f in flags] == [("L10", 0)]  # its field has no nuclei
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_run_on_the_sbs_plate_names_the_wells_where_segmentation_failed(
+    real_data: Path, tmp_path: Path, client: Any
+) -> None:
+    config = {
+        "output": str(tmp_path / "run"),
+        "plates": [
+            {
+                "name": "SBS",
+                "folder": str(real_data / "cellprofiler_sbs_transfluor/images"),
+                "pattern": "cellprofiler",
+                "channels": {"d2": "GFP"},
+            }
+        ],
+        "qc": {"enabled": False},
+        "segment": {"channel": "GFP"},
+    }
+    summary = cellscale.run(config, client=client, progress=False)
+    flagged = sorted(p.split()[3].rstrip(":") for p in summary.problems if "well" in p)
+    assert flagged == ["O05", "O06", "O07"], summary.problems
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert all(f"plate SBS well {w}" in page or f"SBS · {w}" in page for w in flagged)

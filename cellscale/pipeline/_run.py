@@ -85,17 +85,17 @@ class RunSummary:
         for stage in self.stages:
             rate = stage.units / stage.seconds if stage.seconds > 0 else float("nan")
             lines.append(
-                f"  {stage.name:<9}{stage.seconds:8.1f} s  {stage.units:>9} units "
+                f"  {stage.name:<13}{stage.seconds:8.1f} s  {stage.units:>9} units "
                 f"{rate:10.1f}/s  {stage.status}"
             )
             mine = [
                 (plate, status) for name, plate, status in self.plate_statuses if name == stage.name
             ]
             if len({status for _, status in mine}) > 1:
-                lines.extend(f"{'':13}{plate}: {status}" for plate, status in mine)
+                lines.extend(f"{'':17}{plate}: {status}" for plate, status in mine)
         total = sum(s.seconds for s in self.stages)
         rate = self.cells / total if total > 0 else float("nan")
-        lines.append(f"  total    {total:8.1f} s  {self.cells:>9} cells {rate:10.1f}/s")
+        lines.append(f"  total        {total:8.1f} s  {self.cells:>9} cells {rate:10.1f}/s")
         lines.extend(f"  problem: {p}" for p in self.problems)
         lines.append(f"outputs: {self.output}\nreport: {self.report}")
         return "\n".join(lines)
