@@ -56,6 +56,10 @@ class Ledger:
         """Boolean completion mask of every unit."""
         return self.tokens() != 0
 
+    def done_units(self) -> list[tuple[int, ...]]:
+        """The index of every complete unit, in order."""
+        return [tuple(int(i) for i in unit) for unit in np.argwhere(self.done())]
+
     def mark(self, index: tuple[int, ...], token: int) -> None:
         """Record the unit at ``index`` complete, made from inputs with ``token``."""
         if token == 0:

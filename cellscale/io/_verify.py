@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
 import zarr
 
 from cellscale._stages import Ledger, VerifyReport, compute_units, output_lock, task_key
@@ -68,7 +67,7 @@ def verify_units(path: Path, *, repair: bool, client: Any, progress: bool) -> Ve
     root = zarr.open_group(str(path), mode="r+" if repair else "r")
     ledger = Ledger.open(root, LEDGER_NAME)
     assert ledger is not None
-    units = [tuple(int(i) for i in unit) for unit in np.argwhere(ledger.done())]
+    units = ledger.done_units()
     names = [f"{layout.wells[w]}/f{layout.fields[f]}/t{t}" for t, w, f in units]
     tasks = [
         dask.delayed(_check_unit, pure=True)(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
 import zarr
 
 from cellscale._stages import Ledger, VerifyReport, compute_units, output_lock, task_key
@@ -69,7 +68,7 @@ def _verify_one(
     assert isinstance(books, zarr.Group)
     ledger = Ledger.open(books, "ledger")
     assert ledger is not None
-    units = [tuple(int(i) for i in unit) for unit in np.argwhere(ledger.done())]
+    units = ledger.done_units()
     unit_names = [f"{wells[w]}/f{fields[f]}/t{t}" for t, w, f in units]
     tasks = [
         dask.delayed(_check_field, pure=True)(

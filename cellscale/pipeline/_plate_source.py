@@ -19,7 +19,7 @@ from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._state import RunState, store_stage
 from cellscale.report import StageRecord
 
-__all__ = ["plate_source"]
+__all__ = ["fields_present", "plate_source"]
 
 
 def plate_source(state: RunState, plate: PlateConfig, path: Path) -> xr.DataArray:
@@ -28,15 +28,14 @@ def plate_source(state: RunState, plate: PlateConfig, path: Path) -> xr.DataArra
 
     if plate.zarr is not None:
         raw = cellscale.open_plate(plate.zarr).rename(plate.name)
-        state.record(
-            StageRecord("ingest", 0.0, _fields(raw), f"read in place: {plate.zarr}"), plate.name
-        )
+        read = StageRecord("ingest", 0.0, fields_present(raw), f"read in place: {plate.zarr}")
+        state.record(read, plate.name)
         return raw if plate.plate_map is None else _annotated(raw, plate)
     store_stage(
         state,
         "ingest",
         plate.name,
-        lambda: _fields(cellscale.open_plate(path)),
+        lambda: fields_present(cellscale.open_plate(path)),
         path,
         lambda overwrite: _write(state, plate, path, overwrite),
         lambda: cellscale.open_plate(path) is not None,
@@ -111,6 +110,6 @@ def _annotated(raw: xr.DataArray, plate: PlateConfig) -> xr.DataArray:
     return raw.drop_vars(plate_map_columns(raw)).assign_coords(plate_map_coords(table, wells))
 
 
-def _fields(raw: xr.DataArray) -> int:
+def fields_present(raw: xr.DataArray) -> int:
     """The fields the plate holds: every time point of every present well field."""
     return int(raw.sizes["t"] * raw.coords["field_present"].values.sum())

@@ -17,7 +17,7 @@ import xarray as xr
 from cellscale.ops._projection import ProjectionMethod
 from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._image_stages import illumination, quality_control
-from cellscale.pipeline._plate_source import plate_source
+from cellscale.pipeline._plate_source import fields_present, plate_source
 from cellscale.pipeline._preflight import check_channels
 from cellscale.pipeline._segment_check import check_plate_segmentation
 from cellscale.pipeline._state import RunState, store_stage
@@ -32,7 +32,7 @@ def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
     folder = state.plate_dir(plate)
     folder.mkdir(parents=True, exist_ok=True)
     raw = plate_source(state, plate, folder / "raw.zarr")
-    fields = int(raw.sizes["t"]) * int(raw.coords["field_present"].values.sum())  # present
+    fields = fields_present(raw)
     check_channels(state.config, [str(c) for c in raw.coords["c"].values])
     projected = _project(state, plate, raw, folder / "projected.zarr", fields)
     exclude = quality_control(state, plate, projected, folder / "qc.parquet", fields)

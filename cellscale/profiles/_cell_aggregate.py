@@ -2,7 +2,7 @@
 
 A cell table written by :func:`cellscale.write_cells` is one Parquet file per field.
 :func:`aggregate_cells` first reads which groups (wells, by default) each file holds,
-then computes every group's median or mean in a task of its own that reads only that
+from the grouping columns alone, then computes every group's median or mean in a task of its own that reads only that
 group's files, so no process holds more than one group of cells. The result follows
 pycytominer's ``aggregate`` and ``annotate``: one row per group, the group's columns, the
 metadata constant within every group (plate-map columns, plate-level metadata),
@@ -86,7 +86,8 @@ def aggregate_cells(
         raise ValueError(f"{path}: feature columns not in the cell table: {absent[:5]}")
     describe = [c for c in columns if str(c).startswith(METADATA_PREFIX) and c not in keys]
     parts = table.to_delayed()
-    groups = _groups(parts, keys, extra)
+    stored = [k for k in keys if k in table.columns] or [CELL_ID]  # the first pass reads these
+    groups = _groups(table[stored].to_delayed(), keys, extra)
     tasks = [
         dask.delayed(_group_profile)(
             [parts[i] for i in files], dict(zip(keys, key, strict=True)), extra, describe,
