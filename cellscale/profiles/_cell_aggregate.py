@@ -2,8 +2,9 @@
 
 A cell table written by :func:`cellscale.write_cells` is one Parquet file per field.
 :func:`aggregate_cells` first reads which groups (wells, by default) each file holds,
-from the grouping columns alone, then computes every group's median or mean in a task of its own that reads only that
-group's files, so no process holds more than one group of cells. The result follows
+from the grouping columns alone, then computes every group's median or mean in a task of
+its own that reads only that group's files, so no process holds more than one group of
+cells. The result follows
 pycytominer's ``aggregate`` and ``annotate``: one row per group, the group's columns, the
 metadata constant within every group (plate-map columns, plate-level metadata),
 ``Metadata_Object_Count`` and the features.
