@@ -15,6 +15,10 @@
   subclass overrides into public-named ones; :func:`correct_state` and
   :func:`close_with_cluster` call into it.
 - dask-jobqueue's worker command: :func:`job_command` and :func:`set_job_command`.
+- distributed's ``sync``: a Ctrl-C that lands before its coroutine has started makes
+  the loop's ``cancel`` callback raise ``NameError`` (its ``future`` is not assigned
+  yet), which tornado logs with a traceback; :func:`quiet_sync_cancel_race` drops
+  exactly that record.
 
 Each is pinned by ``tests/test_compat.py`` against the installed versions.
 """
@@ -22,6 +26,7 @@ Each is pinned by ``tests/test_compat.py`` against the installed versions.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -245,3 +250,35 @@ class SpecClusterHooks(_SpecClusterBase):
             await super()._close()
         finally:
             self.after_close()
+
+
+class _SyncCancelRace(logging.Filter):
+    """Drops the record of distributed's ``sync`` cancel callback failing on ``future``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_sync_cancel_race(record.exc_info)
+
+
+_SYNC_CANCEL_RACE = _SyncCancelRace()
+
+
+def is_sync_cancel_race(exc_info: Any) -> bool:
+    """Whether ``exc_info`` is distributed's ``sync.<locals>.cancel`` failing on ``future``."""
+    if not exc_info or not isinstance(exc_info[1], NameError) or exc_info[2] is None:
+        return False
+    frame = exc_info[2]
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    code = frame.tb_frame.f_code
+    return (
+        code.co_name == "cancel"
+        and code.co_filename.replace("\\", "/").endswith("distributed/utils.py")
+        and exc_info[1].name == "future"
+    )
+
+
+def quiet_sync_cancel_race() -> None:
+    """Keep tornado from logging the ``sync`` cancel race (idempotent)."""
+    logger = logging.getLogger("tornado.application")
+    if _SYNC_CANCEL_RACE not in logger.filters:
+        logger.addFilter(_SYNC_CANCEL_RACE)

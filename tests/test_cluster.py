@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -17,6 +21,7 @@ from distributed.utils import key_split
 from cellscale import gpu_tasks, start_cluster
 from cellscale.cluster import ClusterClient, preserve_annotations, task_name
 from cellscale.cluster._dashboard import dashboard_message
+from cellscale.cluster._worker_signals import quiet_for_shutdown
 
 
 @pytest.fixture(autouse=True)
@@ -280,3 +285,30 @@ def test_task_name_reads_stage_and_unit_and_groups_per_stage() -> None:
 def test_task_name_rejects_stage_names_the_dashboard_would_cut() -> None:
     with pytest.raises(ValueError, match="'embed'"):
         task_name("embed-v2", well="B03")
+
+
+_CLOSE_WHILE_A_TASK_RUNS = """
+import time
+from cellscale import start_cluster
+if __name__ == "__main__":
+    with start_cluster("local", n_workers=1, gpu_workers=0, threads_per_worker=1) as client:
+        client.submit(time.sleep, 30)
+        time.sleep(1.5)
+"""
+
+
+@pytest.mark.slow
+def test_closing_on_purpose_prints_nothing_of_the_tasks_it_cuts_short(tmp_path: Path) -> None:
+    script = tmp_path / "close.py"
+    script.write_text(_CLOSE_WHILE_A_TASK_RUNS)
+    command = [sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "CancelledError" not in done.stderr and "WARNING" not in done.stderr, done.stderr
+
+
+def test_the_shutdown_quiet_leaves_the_clients_own_process_alone() -> None:
+    distributed_log = logging.getLogger("distributed")
+    before = distributed_log.level
+    assert quiet_for_shutdown(os.getpid()) is False
+    assert distributed_log.level == before

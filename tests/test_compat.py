@@ -36,8 +36,10 @@ from cellscale._compat import (
     frame_meta,
     frame_name,
     guard_graph,
+    is_sync_cancel_race,
     job_command,
     parse_array_metadata,
+    quiet_sync_cancel_race,
     regular_chunk_grid,
     set_job_command,
     store_key_exists,
@@ -222,3 +224,42 @@ def test_spec_cluster_hooks_and_helpers() -> None:
     events = cluster.events
     assert events[-1] == "closed" and events.index("closing") > events.index(("removed", "a"))
     assert done == [True]  # closing waited for it
+
+
+def test_the_sync_cancel_race_of_the_pinned_distributed_is_dropped_from_the_log() -> None:
+    """Ctrl-C before ``sync``'s coroutine starts: its cancel callback fails on ``future``."""
+    import logging
+    import os
+    import signal
+    import threading
+
+    from distributed.utils import LoopRunner, sync
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[assignment,method-assign]
+    logger = logging.getLogger("tornado.application")
+    logger.addHandler(handler)
+    runner = LoopRunner(asynchronous=False)
+    runner.start()
+    try:
+
+        async def answer() -> int:
+            return 1
+
+        def interrupted_sync() -> None:
+            runner.loop.add_callback(time.sleep, 0.5)  # the loop is busy: the race opens
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                sync(runner.loop, answer)
+            time.sleep(0.8)  # the loop runs the coroutine, then the cancel callback
+
+        interrupted_sync()
+        assert any(is_sync_cancel_race(r.exc_info) for r in records)  # the pinned bug
+        records.clear()
+        quiet_sync_cancel_race()
+        interrupted_sync()
+        assert records == []
+    finally:
+        logger.removeHandler(handler)
+        runner.stop()

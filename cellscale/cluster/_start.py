@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -11,13 +13,18 @@ import dask.config
 from distributed import Client
 from distributed.core import Status
 
+from cellscale._compat import quiet_sync_cancel_race
 from cellscale._script_guard import check_script_guard
 from cellscale.cluster._dashboard import dashboard_message
 from cellscale.cluster._gpu import KEEP_ANNOTATIONS
+from cellscale.cluster._logs import QuietLogger
 from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster
+from cellscale.cluster._worker_signals import quiet_for_shutdown
 
 __all__ = ["ClusterClient", "start_cluster", "starts_worker_processes"]
+
+_QUIET_NANNY = QuietLogger("distributed.nanny", logging.ERROR)
 
 
 class ClusterClient(Client):
@@ -32,6 +39,7 @@ class ClusterClient(Client):
     cluster: PooledCluster
 
     def __init__(self, cluster: PooledCluster) -> None:
+        quiet_sync_cancel_race()  # a Ctrl-C while it waits prints no stray traceback
         KEEP_ANNOTATIONS.acquire()
         self._holds_config = True
         try:
@@ -63,12 +71,23 @@ class ClusterClient(Client):
         return self.cluster.pools
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
-        """Close the client, then its cluster (cancelling every batch job)."""
+        """Close the client, then its cluster (cancelling every batch job).
+
+        The workers are asked first to keep their distributed log quiet, so a deliberate
+        close prints no tracebacks of tasks and heartbeats it cut short.
+        """
+        if self.status == "running" and self.cluster.status == Status.running:
+            with contextlib.suppress(Exception):
+                self.run(quiet_for_shutdown, os.getpid(), on_error="ignore")
+        _QUIET_NANNY.acquire()  # "still alive after 4.0 seconds, killing": what close asks
         try:
             return super().close(*args, **kwargs)
         finally:
-            self.cluster.close()
-            self._release_config()
+            try:
+                self.cluster.close()
+            finally:
+                _QUIET_NANNY.release()
+                self._release_config()
 
     def _release_config(self) -> None:
         if self._holds_config:
