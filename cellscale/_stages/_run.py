@@ -19,7 +19,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dask
 from dask.base import tokenize
@@ -33,10 +33,12 @@ from cellscale._stages._lock import Lease
 
 __all__ = [
     "StageBar",
+    "UnitListener",
     "compute_units",
     "default_client",
     "delayed_blocks",
     "lazy_units",
+    "listen_to_units",
     "progress_label",
     "run_units",
 ]
@@ -50,6 +52,32 @@ class _Label:
 
 
 _LABEL: ContextVar[_Label | None] = ContextVar("cellscale_progress_label", default=None)
+
+
+class UnitListener(Protocol):
+    """Told, in the process that runs the units, what :func:`run_units` does."""
+
+    def began(self) -> None:
+        """The units are about to run: the output's ledger now says what is left."""
+
+    def done(self, name: str) -> None:
+        """The unit ``name`` (``"B03/f2/t0"``) succeeded and is recorded complete."""
+
+
+_LISTENER: ContextVar[UnitListener | None] = ContextVar("cellscale_units", default=None)
+
+
+@contextlib.contextmanager
+def listen_to_units(listener: UnitListener) -> Iterator[None]:
+    """Tell ``listener`` about the units :func:`run_units` runs within the block.
+
+    A progress view follows a stage from these calls instead of polling its ledger.
+    """
+    token = _LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _LISTENER.reset(token)
 
 
 @contextlib.contextmanager
@@ -157,7 +185,13 @@ def run_units(
     """
     if len(tasks) != len(names):
         raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
-    results = compute_units(stage, tasks, client=client, progress=progress, weights=weights)
+    listener = _LISTENER.get()
+    if listener is not None:
+        listener.began()
+    listened = None if listener is None else dict(zip((t.key for t in tasks), names, strict=True))
+    results = compute_units(
+        stage, tasks, client=client, progress=progress, weights=weights, _names=listened
+    )
     _raise_failures(stage, names, results)
     return results
 
@@ -169,10 +203,12 @@ def compute_units(
     client: Any = None,
     progress: bool = True,
     weights: Sequence[int] | None = None,
+    _names: dict[Any, str] | None = None,
 ) -> list[Any]:
     """Compute every unit task and return its result, or a :class:`~cellscale._compat.Failed`.
 
     Parameters are as for :func:`run_units`; nothing is raised for a failed unit.
+    ``_names`` (from :func:`run_units`): each task's unit, told to the listener as it succeeds.
     """
     if not tasks:
         return []
@@ -183,12 +219,31 @@ def compute_units(
     client = client if client is not None else default_client()
     bar = StageBar(stage, sum(sizes), progress=progress)
     weight = {task.key: size for task, size in zip(tasks, sizes, strict=True)}
+    tick = _Ticker(bar, weight, _names, _LISTENER.get())
     try:
         if client is None:
-            return _run_local(guarded, bar, weight)
-        return _run_distributed(guarded, client, bar, weight)
+            return _run_local(guarded, tick)
+        return _run_distributed(guarded, client, tick)
     finally:
         bar.close()
+
+
+@dataclass
+class _Ticker:
+    """Moves the bar, and tells the listener, as each unit's task finishes."""
+
+    bar: StageBar
+    weight: dict[Any, int]
+    names: dict[Any, str] | None
+    listener: UnitListener | None
+
+    def __call__(self, key: Any, result: Any) -> None:
+        if key not in self.weight:
+            return
+        self.bar.advance(self.weight[key])
+        failed = isinstance(result, Failed | BaseException)
+        if self.listener is not None and self.names is not None and not failed:
+            self.listener.done(self.names[key])
 
 
 def lazy_units(
@@ -256,21 +311,18 @@ def _raise_failures(stage: str, names: Sequence[str], results: Sequence[Any]) ->
         raise UnitFailure.build(stage, failures)
 
 
-def _run_local(tasks: list[Delayed], bar: StageBar, weight: dict[Any, int]) -> list[Any]:
+def _run_local(tasks: list[Delayed], tick: _Ticker) -> list[Any]:
     from dask.callbacks import Callback
 
     class _Tick(Callback):
-        def _posttask(self, key: object, *args: object) -> None:
-            if key in weight:
-                bar.advance(weight[key])
+        def _posttask(self, key: object, result: object, *args: object) -> None:
+            tick(key, result)
 
     with _Tick():
         return list(dask.compute(*tasks))
 
 
-def _run_distributed(
-    tasks: list[Delayed], client: Any, bar: StageBar, weight: dict[Any, int]
-) -> list[Any]:
+def _run_distributed(tasks: list[Delayed], client: Any, tick: _Ticker) -> list[Any]:
     from distributed import as_completed
 
     futures = client.compute(tasks)
@@ -279,7 +331,7 @@ def _run_distributed(
         # a task's own errors come back as values; what is left is the cluster's
         # (a worker lost too often, a result that could not be sent back)
         results[future.key] = future.exception() if future.status == "error" else future.result()
-        bar.advance(weight[future.key])
+        tick(future.key, results[future.key])
     return [results[future.key] for future in futures]
 
 

@@ -1,19 +1,25 @@
 """A live plate view of a run's progress: ``<output>/progress.html``, rewritten as it runs.
 
-Every few seconds a thread reads the completion ledgers of each plate's stores (the raw
-plate, its projection, the labels and the cell table) and draws, per plate and stage, a
-plate map whose wells show how many of their fields are done. The page reloads itself,
-so a browser opened on it from disk follows the run; the run also serves it on
-localhost (like the dask dashboard: forward the port with ssh from a login node). It
-reads only the small ledger arrays, never pixels.
+Every few seconds a thread draws, per plate and stage, a plate map whose wells show how
+many of their fields are done. The page reloads itself, so a browser opened on it from
+disk follows the run; the run also serves it on localhost (like the dask dashboard:
+forward the port with ssh from a login node).
+
+The counts come from the completion ledgers of each plate's stores (the raw plate, its
+projection, the labels and the cell table), read once when the page starts and once as
+each stage begins and ends; in between, the stage tells the page of every unit it
+finishes (:meth:`ProgressPage.watch`). So the page costs a few reads per store, however
+often it is drawn, and never reads pixels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,6 +27,7 @@ import numpy as np
 import zarr
 
 from cellscale._stages import Ledger
+from cellscale._stages._run import listen_to_units
 from cellscale.io._labels import LABELS_KEY
 from cellscale.io._store_setup import LEDGER_NAME, StoreRecord, read_store_record
 from cellscale.pipeline._progress_server import page_server
@@ -59,11 +66,18 @@ def _record(folder: Path) -> StoreRecord | None:
 def _done(folder: Path) -> dict[str, np.ndarray]:
     """Per stage begun, fields done per well."""
     done: dict[str, np.ndarray] = {}
-    for stage, (store, group, name) in _LEDGERS.items():
-        ledger = _ledger(folder / store, group, name)
-        if ledger is not None:
-            done[stage] = ledger.done().sum(axis=(0, 2))  # (t, well, field) -> per well
+    for stage in _LEDGERS:
+        counts = _stage_done(folder, stage)
+        if counts is not None:
+            done[stage] = counts
     return done
+
+
+def _stage_done(folder: Path, stage: str) -> np.ndarray | None:
+    """Fields done per well of one stage, or ``None`` before it began."""
+    store, group, name = _LEDGERS[stage]
+    ledger = _ledger(folder / store, group, name)
+    return None if ledger is None else ledger.done().sum(axis=(0, 2))  # (t, well, field)
 
 
 def _ledger(store: Path, group: str, name: str) -> Ledger | None:
@@ -80,15 +94,38 @@ def _ledger(store: Path, group: str, name: str) -> Ledger | None:
     return Ledger.open(node, name) if isinstance(node, zarr.Group) else None
 
 
+@dataclass
+class _PlateCounts:
+    """What the page knows of one plate: its wells and, per stage begun, fields done."""
+
+    wells: list[str]
+    per_well: int
+    done: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class _StageListener:
+    """Counts a stage's finished units into the page (see :func:`listen_to_units`)."""
+
+    def __init__(self, page: ProgressPage, plate: str, stage: str) -> None:
+        self.page, self.plate, self.stage = page, plate, stage
+
+    def began(self) -> None:
+        self.page._reload(self.plate, self.stage)
+
+    def done(self, name: str) -> None:
+        self.page._count(self.plate, self.stage, name.split("/", 1)[0])
+
+
 class ProgressPage:
     """Rewrite ``<output>/progress.html`` every ``interval`` seconds while a run goes on.
 
-    Use it as a context manager around the run; leaving the block writes the page a last
-    time and stops the server. Leaving it without an error (the run is done) links the
-    page to the run's report, ``report/index.html``. Reading a ledger while a writer
-    creates it can fail; such a snapshot is skipped. With ``serve``, the page is also
-    served on ``127.0.0.1`` at :attr:`url` (port 0: any free port), and nothing else of
-    the output folder is (:func:`~cellscale.pipeline._progress_server.page_server`).
+    Use it as a context manager around the run, and :meth:`watch` around each stage;
+    leaving the block reads every ledger once more, writes the page a last time and stops
+    the server. Leaving it without an error (the run is done) links the page to the
+    run's report, ``report/index.html``. Reading a ledger while a writer creates it can
+    fail; such a reading is tried again at the next drawing. With ``serve``, the page is
+    also served on ``127.0.0.1`` at :attr:`url` (port 0: any free port), and nothing else
+    of the output folder is (:func:`~cellscale.pipeline._progress_server.page_server`).
     """
 
     def __init__(
@@ -98,6 +135,8 @@ class ProgressPage:
         self.plates = list(plates)
         self.interval = interval
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._plates: dict[str, _PlateCounts] = {}
         self._thread = threading.Thread(target=self._loop, name="cellscale-progress", daemon=True)
         self._server: ThreadingHTTPServer | None = None
         if serve:
@@ -126,7 +165,61 @@ class ProgressPage:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        with self._lock:
+            self._plates.clear()  # the last page is drawn from the ledgers themselves
         self.write(final=True, done=kind is None)
+
+    @contextlib.contextmanager
+    def watch(self, plate: str, stage: str) -> Iterator[None]:
+        """Follow one plate's stage from its units as they finish, not from its ledger.
+
+        Its ledger is read as the units begin (what is left after the writer's checks)
+        and once more when the block ends.
+        """
+        if stage not in _LEDGERS:
+            yield
+            return
+        try:
+            with listen_to_units(_StageListener(self, plate, stage)):
+                yield
+        finally:
+            self._reload(plate, stage)
+
+    def _reload(self, plate: str, stage: str) -> None:
+        """Read one stage's ledger of ``plate`` again (and the plate, if still unknown)."""
+        with contextlib.suppress(Exception):  # a ledger being created: read at the next drawing
+            counts = self._counts(plate)
+            if counts is None:
+                return
+            done = _stage_done(self.out / "plates" / plate, stage)
+            with self._lock:
+                if done is None:
+                    counts.done.pop(stage, None)
+                else:
+                    counts.done[stage] = done
+
+    def _count(self, plate: str, stage: str, well: str) -> None:
+        with self._lock:
+            counts = self._plates.get(plate)
+            if counts is None or stage not in counts.done or well not in counts.wells:
+                return
+            counts.done[stage][counts.wells.index(well)] += 1
+
+    def _counts(self, plate: str) -> _PlateCounts | None:
+        """What the page knows of ``plate``; its ledgers are read the first time."""
+        with self._lock:
+            known = self._plates.get(plate)
+        if known is not None:
+            return known
+        folder = self.out / "plates" / plate
+        record = _record(folder)
+        if record is None:
+            return None
+        layout = record.layout
+        counts = _PlateCounts(list(layout.wells), len(layout.t) * len(layout.fields))
+        counts.done = _done(folder)
+        with self._lock:
+            return self._plates.setdefault(plate, counts)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -154,16 +247,15 @@ class ProgressPage:
         os.replace(partial, self.out / PROGRESS_PAGE)
 
     def _plate(self, name: str) -> str:
-        folder = self.out / "plates" / name
-        record = _record(folder)
         title = f"<h2>{html.escape(name)}</h2>"
-        if record is None:
+        counts = self._counts(name)
+        if counts is None:
             return f"{title}<p>not started</p>"
-        layout = record.layout
-        per_well = len(layout.t) * len(layout.fields)
+        with self._lock:
+            done = {stage: per_well.copy() for stage, per_well in counts.done.items()}
         maps = [
-            _plate_map(stage, list(layout.wells), counts, per_well)
-            for stage, counts in _done(folder).items()
+            _plate_map(stage, counts.wells, per_well, counts.per_well)
+            for stage, per_well in done.items()
         ]
         return title + '<div class="maps">' + "".join(maps) + "</div>"
 

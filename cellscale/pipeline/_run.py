@@ -162,6 +162,7 @@ def run(
         manifest = Manifest.open(out, identity, provenance, overwrite)
         state = RunState(config, out, manifest, active, progress)
         with ProgressPage(out, [p.name for p in config.plates], serve=progress) as page:
+            state.page = page
             if progress:
                 print(
                     f"progress per plate and well: {page.url} or {out / PROGRESS_PAGE}", flush=True

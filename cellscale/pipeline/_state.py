@@ -22,6 +22,7 @@ from cellscale._stages import FileOutput, Fingerprint, StaleOutputError
 from cellscale._stages._run import progress_label
 from cellscale.pipeline._config import PlateConfig, RunConfig
 from cellscale.pipeline._manifest import Manifest
+from cellscale.pipeline._progress import ProgressPage
 from cellscale.report import StageRecord
 from cellscale.segmentation import SegmentationFlag
 
@@ -50,6 +51,11 @@ class RunState:
     problems: list[str] = field(default_factory=list)
     segmentation_flags: list[SegmentationFlag] = field(default_factory=list)
     plate_statuses: list[tuple[str, str, str]] = field(default_factory=list)
+    page: ProgressPage | None = None
+
+    def watch(self, plate: str, stage: str) -> contextlib.AbstractContextManager[None]:
+        """Let the progress page follow one plate's store stage as its units finish."""
+        return contextlib.nullcontext() if self.page is None else self.page.watch(plate, stage)
 
     def merged_stages(self) -> list[StageRecord]:
         """One record per stage name (plates summed), in the order stages first ran.
@@ -137,7 +143,7 @@ def store_stage(
         status = "finished before, checked" if _safely(complete) else "resumed"
     total = None if callable(units) else units
     label = progress_label(f"{stage} {plate}", unit=unit, total=total)
-    with label, step(state, stage, plate, 0, status) as current:
+    with label, step(state, stage, plate, 0, status) as current, state.watch(plate, stage):
         try:
             write(False)
         except StaleOutputError:
