@@ -18,7 +18,11 @@ times. Each process reports the wall time of the operation alone and its peak RS
   TIFFs, local threaded scheduler;
 * **pipeline**: ``cellscale.run`` of the pipeline tests' two-plate synthetic screen
   (8 wells × 2 fields, 3 planes, 128², ResNet-18, PCA, profiles, report) on a fresh
-  ``LocalCluster`` of one CPU and one GPU-tagged worker (threads), fresh output folder.
+  ``LocalCluster`` of one CPU and one GPU-tagged worker (threads), fresh output folder;
+* **demo**: ``cellscale.run`` of the demo's screen (:func:`cellscale.demo.demo_config`
+  with its defaults: 2 plates × 8 wells × 2 fields × 2 time points × 6 planes × 3
+  channels, 384²) on its default cluster of worker processes, as ``cellscale demo``
+  runs it (not in the default ``--only``: it takes minutes).
 
 It prints, per operation, the median time of each revision, the ratio this tree /
 baseline (below 1 is faster) and the peak RSS of each.
@@ -52,6 +56,10 @@ if op == "projection":
     cellscale.write_plate(cellscale.project(plate, "max"), out, progress=False)
 elif op == "ingest":
     cellscale.ingest(data / "tiffs", out, "imagexpress", progress=False)
+elif op == "demo":
+    from cellscale.demo import DemoSettings, demo_config
+    if __name__ == "__main__":
+        cellscale.run(demo_config(DemoSettings(out=out)), progress=False)
 else:
     config = json.loads((data / "screen.json").read_text())
     config["output"] = str(out)
