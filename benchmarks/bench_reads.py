@@ -15,7 +15,8 @@ the opens of them for reading, opens per file (median and maximum) and the bytes
 over the bytes stored, plus the whole run's ratio.
 
 Kinds: image chunks of ``raw.zarr`` and of ``projected.zarr`` (level 0 and pyramid levels
-apart), label chunks, completion ledgers, Zarr metadata, Parquet files, the embeddings'
+apart), label chunks, the per-field statistics the projection keeps (QC measures and
+binned images), completion ledgers, Zarr metadata, Parquet files, the embeddings'
 chunks, and everything else.
 """
 
@@ -56,6 +57,8 @@ def kind(path: Path, out: Path) -> str:
         return "ledgers"
     if name in ("zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"):
         return "zarr metadata"
+    if "cellscale_field_stats" in parts:
+        return "per-field statistics"
     if name.endswith(".parquet") or any(p.endswith(".parquet") for p in parts):
         return "parquet"
     store = next((p for p in parts if p.endswith(".zarr")), None)

@@ -632,12 +632,15 @@ def test_the_run_shows_the_wells_whose_segmentation_was_flagged(
     np.testing.assert_array_equal(overlay.outlines["nuclei"], _nuclei())
 
 
-def test_field_quality_without_qc_is_the_qc_focus_measure() -> None:
+def test_field_quality_without_qc_is_the_qc_focus_measure(tmp_path: Path) -> None:
     import cellscale
+    from cellscale.pipeline import _field_stats
     from cellscale.pipeline._focus import FOCUS_COLUMN, field_quality
 
-    plate = _plate("P1", None)
-    state = _state(client=None)
+    store = tmp_path / "plates" / "P1" / "projected.zarr"
+    cellscale.write_plate(_plate("P1", None), store, records=_field_stats.recorder, progress=False)
+    plate = cellscale.open_plate(store)
+    state = _state(client=None, plate_dir=lambda name: tmp_path / "plates" / name)
     state.config.qc = type("QC", (), {"enabled": False})()  # type: ignore[attr-defined]
     table = field_quality(state, plate)  # type: ignore[arg-type]
     expected = cellscale.qc(plate, channels=["DNA"], progress=False)  # type: ignore[arg-type]

@@ -3,7 +3,10 @@
 :func:`fit_illumination` estimates an :class:`IlluminationModel` (per-channel flatfield,
 and darkfield where the method gives one) from many fields of a plate in one streaming
 pass, by CellProfiler's robust average (``"mean"``) or BaSiC (``"basic"``);
-:func:`correct_illumination` applies it lazily, one task per image.
+:func:`correct_illumination` applies it lazily, one task per image. A fit needs of each
+image only its binned copy (:func:`binned_image`, at :func:`bin_factor`): a pass that
+holds the images can keep those, and :func:`fit_binned` fits the same model from them
+without reading a pixel.
 
 Examples
 --------
@@ -16,7 +19,19 @@ Examples
 """
 
 from cellscale.illumination._correct import correct_illumination
-from cellscale.illumination._fit import METHODS, MIN_FIELDS, fit_illumination
+from cellscale.illumination._fields import FieldReader, bin_factor, binned_image, field_block
+from cellscale.illumination._fit import METHODS, MIN_FIELDS, fit_binned, fit_illumination
 from cellscale.illumination._model import IlluminationModel
 
-__all__ = ["METHODS", "MIN_FIELDS", "IlluminationModel", "correct_illumination", "fit_illumination"]
+__all__ = [
+    "METHODS",
+    "MIN_FIELDS",
+    "FieldReader",
+    "IlluminationModel",
+    "bin_factor",
+    "binned_image",
+    "correct_illumination",
+    "field_block",
+    "fit_binned",
+    "fit_illumination",
+]

@@ -10,7 +10,7 @@ import xarray as xr
 from dask.delayed import Delayed, delayed
 
 from cellscale.illumination._basic import basic
-from cellscale.illumination._fields import Unit, reduced_fields, upsample
+from cellscale.illumination._fields import FieldReader, Unit, upsample
 
 __all__ = ["DEFAULT_SAMPLE", "basic_graph"]
 
@@ -20,6 +20,7 @@ DEFAULT_SAMPLE = 500
 
 def basic_graph(
     plate: xr.DataArray,
+    read: FieldReader,
     positions: Sequence[int],
     units: Sequence[Unit],
     factor: int,
@@ -31,9 +32,11 @@ def basic_graph(
     the layer of read tasks.
 
     The binned fields of a channel meet in one task that runs :func:`basic` on them, so
-    channels are solved in parallel where the scheduler has room.
+    channels are solved in parallel where the scheduler has room. ``read`` reads the
+    binned fields (from the plate's pixels, or binned images kept before); the plate gives
+    the image shape.
     """
-    stack = reduced_fields(plate, positions, units, factor)
+    stack = read(positions, units, factor)
     channels = stack.rechunk({0: -1}).to_delayed(optimize_graph=False)[0, :, 0, 0, 0]
     shape = (int(plate.sizes["y"]), int(plate.sizes["x"]))
     solve = delayed(_solve_channel, pure=True)

@@ -10,7 +10,7 @@ directly rather than stacked from thousands of small arrays.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import dask.array as da
 import numpy as np
@@ -21,10 +21,13 @@ from numpy.typing import DTypeLike
 
 __all__ = [
     "WORKING_SIZE",
+    "FieldReader",
     "Unit",
     "bin_factor",
     "bin_mean",
+    "binned_image",
     "binned_shape",
+    "field_block",
     "present_units",
     "reduced_fields",
     "spread",
@@ -106,18 +109,64 @@ def bin_mean(image: np.ndarray, factor: int) -> np.ndarray:
     return out
 
 
-def _reduce(
-    block: np.ndarray, factor: int, transform: Callable[[np.ndarray], np.ndarray] | None
-) -> np.ndarray:
-    """One image's Z planes binned and averaged (then transformed), ``(1, 1, planes, y, x)``."""
+def binned_image(block: np.ndarray, factor: int) -> np.ndarray:
+    """One image binned by ``factor`` (:func:`bin_mean`), its Z planes averaged: ``(y', x')``.
+
+    ``block`` is one image of a plate, ``(…, [n_z,] n_y, n_x)`` with any leading dims of
+    size 1. This is all a fit needs of the image: a pass that holds it (a projection
+    writing it) can keep this instead, and the fit reads that (:class:`FieldReader`).
+
+    Examples
+    --------
+    >>> stack = np.stack([np.full((4, 6), 2.0), np.full((4, 6), 4.0)])
+    >>> binned_image(stack, 2)
+    array([[3., 3., 3.],
+           [3., 3., 3.]], dtype=float32)
+    """
     planes = block.reshape(-1, *block.shape[-2:])
     small = bin_mean(planes[0], factor)
     for plane in planes[1:]:
         small += bin_mean(plane, factor)
     if len(planes) > 1:
         small /= np.float32(len(planes))
+    return small
+
+
+def field_block(
+    small: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    """A binned image as one chunk of a :class:`FieldReader`'s array: ``(1, 1, planes, y', x')``."""
     out = small[None] if transform is None else transform(small)
     return out[None, None]
+
+
+def _reduce(
+    block: np.ndarray, factor: int, transform: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray:
+    """One image binned (then transformed), ``(1, 1, planes, y, x)``."""
+    return field_block(binned_image(block, factor), transform)
+
+
+class FieldReader(Protocol):
+    """What a fit reads fields through: ``(positions, units, factor, *, transform, planes,
+    dtype)`` to the lazy array :func:`reduced_fields` describes.
+
+    :func:`reduced_fields` reads them from a plate's pixels; a reader of binned images a
+    pass kept (:func:`binned_image` of every field) gives the same array without reading
+    a pixel. Its array's name must be the name of its layer of read tasks, one task per
+    ``(unit, channel)`` keyed ``(name, i, j, 0, 0, 0)``, for progress bars.
+    """
+
+    def __call__(
+        self,
+        positions: Sequence[int],
+        units: Sequence[Unit],
+        factor: int,
+        *,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        planes: int = 1,
+        dtype: DTypeLike = np.float32,
+    ) -> da.Array: ...
 
 
 def reduced_fields(

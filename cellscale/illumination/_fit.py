@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
 from cellscale.illumination import _basic_graph, _mean
-from cellscale.illumination._fields import Unit, bin_factor, present_units, spread
+from cellscale.illumination._fields import (
+    FieldReader,
+    Unit,
+    bin_factor,
+    present_units,
+    reduced_fields,
+    spread,
+)
 from cellscale.illumination._model import IlluminationModel
 from cellscale.illumination._progress import compute_fit
 from cellscale.plate import LINEAGE, PlateError, as_plate, channel_position
 
-__all__ = ["METHODS", "MIN_FIELDS", "fit_illumination"]
+__all__ = ["METHODS", "MIN_FIELDS", "fit_binned", "fit_illumination"]
 
 IlluminationMethod = Literal["mean", "basic"]
 METHODS: tuple[str, ...] = ("mean", "basic")
@@ -107,6 +115,62 @@ def fit_illumination(
     (('nuclei',), (64, 64), 16)
     """
     plate = as_plate(plate)
+    return fit_binned(
+        plate,
+        partial(reduced_fields, plate),
+        channels,
+        method,
+        smoothing=smoothing,
+        sample=sample,
+        darkfield=darkfield,
+        progress=progress,
+    )
+
+
+def fit_binned(
+    plate: xr.DataArray,
+    read: FieldReader,
+    channels: str | Sequence[str] | None = None,
+    method: IlluminationMethod = "mean",
+    *,
+    smoothing: float | None = None,
+    sample: int | None = None,
+    darkfield: bool = False,
+    progress: bool = True,
+) -> IlluminationModel:
+    """:func:`fit_illumination` from the binned fields ``read`` gives.
+
+    A fit needs of each image only its binned copy (:func:`binned_image`); a pass that
+    held the images (a projection writing them) can keep those, and this fits from them
+    without reading a pixel: the same model as :func:`fit_illumination` of the plate.
+
+    Parameters
+    ----------
+    plate
+        The plate the fields are of: its coordinates, sizes, dtype, name and lineage
+        (no pixel of it is read here).
+    read
+        Gives the binned fields of the units and channels the fit reads
+        (:class:`~cellscale.illumination._fields.FieldReader`).
+    channels, method, smoothing, sample, darkfield, progress
+        As for :func:`fit_illumination`; the progress bar counts the images ``read``
+        gives.
+
+    Returns
+    -------
+    IlluminationModel
+        As for :func:`fit_illumination`.
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> from cellscale.synthetic import synthetic_plate
+    >>> from cellscale.illumination._fields import reduced_fields
+    >>> plate = synthetic_plate(wells=8, fields=2, n_z=1, shape=(64, 64), cells_per_field=4)
+    >>> model = fit_binned(plate, partial(reduced_fields, plate), progress=False)
+    >>> bool((model.flatfield == fit_illumination(plate, progress=False).flatfield).all())
+    True
+    """
     _check_options(method, smoothing, sample, darkfield)
     names, positions = _channels(plate, channels)
     available = present_units(plate)
@@ -116,10 +180,12 @@ def fit_illumination(
     scale = 1.0 if smoothing is None else float(smoothing)
     factor = bin_factor((int(plate.sizes["y"]), int(plate.sizes["x"])))
     if method == "mean":
-        flat, dark, params, record = _fit_mean(plate, positions, units, factor, scale, progress)
+        flat, dark, params, record = _fit_mean(
+            plate, read, positions, units, factor, scale, progress
+        )
     else:
         flat, dark, params, record = _fit_basic(
-            plate, positions, units, factor, scale, darkfield, progress
+            plate, read, positions, units, factor, scale, darkfield, progress
         )
     return IlluminationModel(
         channels=tuple(names),
@@ -136,6 +202,7 @@ _FitResult = tuple[np.ndarray, np.ndarray | None, dict[str, Any], dict[str, Any]
 
 def _fit_mean(
     plate: xr.DataArray,
+    read: FieldReader,
     positions: Sequence[int],
     units: Sequence[Unit],
     factor: int,
@@ -143,13 +210,14 @@ def _fit_mean(
     progress: bool,
 ) -> _FitResult:
     sigma = scale * _mean.SIGMA_FRACTION * min(plate.sizes["y"], plate.sizes["x"])
-    layer, tasks = _mean.mean_graph(plate, positions, units, factor, sigma)
+    layer, tasks = _mean.mean_graph(plate, read, positions, units, factor, sigma)
     flats = _compute(tasks, layer, units, positions, progress)
     return np.stack(flats), None, {"sigma_px": sigma, "bin": factor}, {}
 
 
 def _fit_basic(
     plate: xr.DataArray,
+    read: FieldReader,
     positions: Sequence[int],
     units: Sequence[Unit],
     factor: int,
@@ -158,7 +226,7 @@ def _fit_basic(
     progress: bool,
 ) -> _FitResult:
     layer, tasks = _basic_graph.basic_graph(
-        plate, positions, units, factor, smoothing=scale, darkfield=darkfield
+        plate, read, positions, units, factor, smoothing=scale, darkfield=darkfield
     )
     results = _compute(tasks, layer, units, positions, progress)
     flat = np.stack([flat for flat, _, _ in results])

@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from dask.delayed import Delayed, delayed
 
-from cellscale.illumination._fields import Unit, reduced_fields, upsample
+from cellscale.illumination._fields import FieldReader, Unit, upsample
 from cellscale.illumination._smooth import smooth
 
 __all__ = [
@@ -61,6 +61,7 @@ _MEDIAN_SIDE = 32
 
 def mean_graph(
     plate: xr.DataArray,
+    read: FieldReader,
     positions: Sequence[int],
     units: Sequence[Unit],
     factor: int,
@@ -71,7 +72,9 @@ def mean_graph(
     Parameters
     ----------
     plate
-        The plate.
+        The plate (its dtype and image shape).
+    read
+        Reads the binned fields (from the plate's pixels, or binned images kept before).
     positions
         Channel positions.
     units
@@ -83,9 +86,7 @@ def mean_graph(
     """
     kind = "integer" if np.dtype(plate.dtype).kind in "iub" else "float"
     transform = partial(background_logs, floor=LOG_FLOORS[kind])
-    logs = reduced_fields(
-        plate, positions, units, factor, transform=transform, planes=2, dtype=np.float64
-    )
+    logs = read(positions, units, factor, transform=transform, planes=2, dtype=np.float64)
     sums = logs.sum(axis=0, split_every=_SPLIT_EVERY).to_delayed(optimize_graph=False)
     shape = (int(plate.sizes["y"]), int(plate.sizes["x"]))
     finish = delayed(_flatfield, pure=True)

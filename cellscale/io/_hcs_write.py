@@ -6,7 +6,7 @@ import errno
 import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,8 @@ __all__ = ["field_image_path", "plate_fingerprint", "write_plate"]
 _SETUP_THREADS = 8
 
 Unit = tuple[int, int, int]  # (t, well, field) indices
+UnitRecorder = Callable[[Unit, int, Sequence[np.ndarray]], None]
+"""Called in a unit's task with its store index, token and images (one per channel)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def write_plate(
     client: Any = None,
     progress: bool = True,
     compute: bool = True,
+    records: Callable[[zarr.Group, PlateLayout], UnitRecorder] | None = None,
 ) -> Any:
     """Write ``plate`` to an OME-Zarr HCS plate at ``path``, one (t, well, field) unit at a time.
 
@@ -146,6 +149,12 @@ def write_plate(
         the units when computed (and raises :class:`~cellscale.UnitFailure` if any
         failed), so several stages can share one graph. Until it has run, the store is
         held for it: other writes are refused (see :func:`cellscale.release_lazy_write`).
+    records
+        Per-unit records kept beside the pixels, made from each image in memory rather
+        than read again: called once the store is set up (under its lock) with its root
+        group and layout, it returns a function that each unit's task calls with the
+        unit's store index ``(t, well, field)``, its token and its images (one array per
+        channel) after writing them and before marking the unit complete.
 
     Returns
     -------
@@ -172,7 +181,9 @@ def write_plate(
     path = Path(path)
     settings = _Settings(version, codec, clevel, levels)
     with output_lock(path):
-        tasks, names, layout = _prepare(plate, path, settings, overwrite, rewrite, verify, client)
+        tasks, names, layout = _prepare(
+            plate, path, settings, overwrite, rewrite, verify, client, records
+        )
         if not compute:
             then = functools.partial(_index_after, path, layout)
             return lazy_units("write-plate", tasks, names, lease=take_lease(path), then=then)
@@ -213,6 +224,7 @@ def _prepare(
     rewrite: bool,
     verify: bool,
     client: Any,
+    records: Callable[[zarr.Group, PlateLayout], UnitRecorder] | None = None,
 ) -> tuple[list[Delayed], list[str], PlateLayout]:
     """Set up or check the store, and build one write task per unit still to write.
 
@@ -262,7 +274,10 @@ def _prepare(
         assert settings.levels is not None
         arrays = _open_arrays(root, sorted(needed), settings.levels)
     coords = open_unit_coords(root, store_layout)
-    tasks, names = _write_tasks(plate, layout, store_layout, todo, arrays, coords, ledger, path)
+    recorder = records(root, store_layout) if records is not None else None
+    tasks, names = _write_tasks(
+        plate, layout, store_layout, todo, arrays, coords, ledger, path, recorder
+    )
     return tasks, names, store_layout
 
 
@@ -319,6 +334,7 @@ def _write_tasks(
     coord_arrays: dict[str, zarr.Array],
     ledger: Ledger,
     path: Path,
+    recorder: UnitRecorder | None,
 ) -> tuple[list[Delayed], list[str]]:
     data = plate.data.rechunk(image_chunks(plate.shape))
     blocks = delayed_blocks(data)
@@ -330,6 +346,7 @@ def _write_tasks(
             (
                 arrays[(store_layout.wells[store_w], store_layout.fields[store_f])],
                 [coord_arrays[name] for name in coords],
+                recorder,
             )
         )
         tasks.append(
@@ -371,9 +388,10 @@ def _write_unit(
 ) -> None:
     """Write every channel's image, its pyramid levels and the unit's coordinates, then mark it.
 
-    ``targets`` holds the image's array at each level and the coordinates' arrays.
+    ``targets`` holds the image's array at each level, the coordinates' arrays and the
+    unit recorder (or ``None``), which is given the images before the unit is marked.
     """
-    levels, coord_arrays = targets.value
+    levels, coord_arrays, recorder = targets.value
     for array, value in zip(coord_arrays, coord_values, strict=True):
         array[ledger_index] = np.asarray(value).reshape(())
     for c, block in enumerate(channel_blocks):
@@ -385,6 +403,8 @@ def _write_unit(
                     image[t : t + 1, c : c + 1] = values
             except OSError as err:
                 raise _naming_chunk(err, image, (t, c, 0, 0, 0)) from err
+    if recorder is not None:
+        recorder(ledger_index, token, [np.asarray(block) for block in channel_blocks])
     ledger.mark(ledger_index, token)
 
 

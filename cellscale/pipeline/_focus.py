@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import xarray as xr
 
+from cellscale.pipeline import _field_stats as field_stats
 from cellscale.pipeline._state import RunState
 
 __all__ = ["FOCUS_COLUMN", "field_quality"]
@@ -21,8 +22,9 @@ FOCUS_COLUMN = "focus_laplacian_norm"
 def field_quality(state: RunState, plate: xr.DataArray) -> pd.DataFrame:
     """:data:`FOCUS_COLUMN` of every field's segmentation channel, one row per field.
 
-    Taken from the plate's QC table where the run made one, else measured here the same
-    way (:func:`cellscale.qc` of the segmentation channel alone).
+    Taken from the plate's QC table where the run made one, else from the QC measures the
+    projection kept of every field (:mod:`cellscale.pipeline._field_stats`; the table
+    :func:`cellscale.qc` of the segmentation channel alone gives), without reading an image.
     """
     import cellscale
 
@@ -34,7 +36,11 @@ def field_quality(state: RunState, plate: xr.DataArray) -> pd.DataFrame:
         table = cellscale.read_qc(path)
         table = table[table["channel"] == channel]
     else:
-        table = cellscale.qc(plate, channels=[channel], client=state.client, progress=False)
+        from cellscale.quality import qc_table
+
+        store = state.plate_dir(str(plate.name)) / "projected.zarr"
+        metrics = field_stats.qc_metrics(plate, store, [channel])
+        table = qc_table(plate, metrics, channels=[channel])
     return pd.DataFrame(
         {
             "Metadata_Plate": table["Metadata_Plate"].astype(str).to_numpy(),

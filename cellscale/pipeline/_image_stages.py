@@ -3,7 +3,9 @@
 Each is a :class:`~cellscale._stages.FileOutput` whose fingerprint names the projected
 plate by its content token and the stage's settings, so a rerun loads it when it is
 current and intact and makes it again when the plate or the settings changed or the
-file was damaged.
+file was damaged. Neither reads the projected images: both are made from the statistics
+the projection kept of every field (:mod:`cellscale.pipeline._field_stats`), so new QC
+thresholds remake the table from the measures alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from cellscale._stages import FileOutput, Fingerprint
+from cellscale.pipeline import _field_stats as field_stats
 from cellscale.pipeline._config import PlateConfig, as_dict
 from cellscale.pipeline._state import RunState, file_stage
 
@@ -26,7 +29,7 @@ def quality_control(
 ) -> pd.DataFrame | None:
     """The plate's QC table (``qc.parquet``), and the fields segmentation is to skip."""
     import cellscale
-    from cellscale.quality import QCThresholds
+    from cellscale.quality import QCThresholds, qc_table
 
     config = state.config.qc
     if not config.enabled:
@@ -37,11 +40,11 @@ def quality_control(
     )
 
     def make(partial: Path) -> None:
-        table = cellscale.qc(
+        store = _store(state, plate)
+        table = qc_table(
             projected,
+            field_stats.qc_metrics(projected, store, progress=state.progress),
             thresholds=QCThresholds(**config.thresholds),
-            client=state.client,
-            progress=state.progress,
         )
         cellscale.write_qc(table, partial)
 
@@ -63,11 +66,13 @@ def illumination(
 ) -> xr.DataArray:
     """The images cells are measured and cropped from: corrected where the run corrects.
 
-    The model is fitted on the projected plate and saved as ``illumination.npz``; a
-    rerun loads it while it is current and intact instead of fitting again.
+    The model is fitted from the binned fields the projection kept (the same model as
+    :func:`cellscale.fit_illumination` of the projected plate) and saved as
+    ``illumination.npz``; a rerun loads it while it is current and intact instead of
+    fitting again.
     """
     import cellscale
-    from cellscale.illumination import IlluminationModel
+    from cellscale.illumination import IlluminationModel, fit_binned
 
     config = state.config.illumination
     if config.method is None:
@@ -78,8 +83,9 @@ def illumination(
     )
 
     def make(partial: Path) -> None:
-        model = cellscale.fit_illumination(
+        model = fit_binned(
             projected,
+            field_stats.field_reader(projected, _store(state, plate)),
             list(config.channels) if config.channels else None,
             cast(Any, config.method),
             darkfield=config.darkfield,
@@ -89,3 +95,8 @@ def illumination(
 
     file_stage(state, "illumination", plate.name, fields, output, fingerprint, make)
     return cellscale.correct_illumination(projected, IlluminationModel.load(output.open()))
+
+
+def _store(state: RunState, plate: PlateConfig) -> Path:
+    """The projected plate's store, which keeps the per-field statistics."""
+    return state.plate_dir(plate) / "projected.zarr"

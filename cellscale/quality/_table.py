@@ -17,7 +17,15 @@ from cellscale.quality._cells import join_cell_counts
 from cellscale.quality._flags import FLAGS, QCThresholds, flag_images
 from cellscale.quality._metrics import IMAGE_METRICS, PERCENTILES, image_metrics
 
-__all__ = ["KEY_COLUMNS", "METRICS", "flagged_fields", "qc"]
+__all__ = [
+    "KEY_COLUMNS",
+    "METRICS",
+    "flagged_fields",
+    "present_images",
+    "qc",
+    "qc_table",
+    "saturation_level",
+]
 
 KEY_COLUMNS = ("Metadata_Plate", "t", "well", "field", "channel")
 """The columns naming an image, first in every QC table."""
@@ -122,6 +130,7 @@ def qc(
     See Also
     --------
     flag_images : flag again with other thresholds.
+    qc_table : the same table from measures another pass took of the images.
     flagged_fields : the fields to leave out downstream.
     write_qc, read_qc : the table as Parquet.
     cellscale.plots.qc_heatmap : a QC measure on the plate layout.
@@ -136,12 +145,81 @@ def qc(
     """
     plate = as_plate(plate)
     picked = _channel_positions(plate, channels)
-    units = _present_units(plate)
-    annotations = _plate_map(plate)
-    level = _saturation_level(plate.dtype, saturation)
+    units = present_images(plate)
+    _plate_map(plate)  # a clashing column is refused before any image is read
+    level = saturation_level(plate.dtype, saturation)
     names, tasks = _tasks(plate, units, picked, level)
     results = run_units("qc", tasks, names, client=client, progress=progress)
-    values = np.array(results, dtype=np.float64)
+    metrics = np.array(results, dtype=np.float64).reshape(len(units), len(picked), -1)
+    return qc_table(
+        plate, metrics, channels=channels, saturation=saturation, thresholds=thresholds, cells=cells
+    )
+
+
+def qc_table(
+    plate: xr.DataArray,
+    metrics: np.ndarray,
+    *,
+    channels: Sequence[str] | None = None,
+    saturation: float | None = None,
+    thresholds: QCThresholds | None = None,
+    cells: Any = None,
+) -> pd.DataFrame:
+    """The QC table of a plate from its images' measures, without reading a pixel.
+
+    :func:`qc` is this on the measures it takes from each image; a pass that already
+    holds the images (a projection writing them) measures them with
+    :func:`~cellscale.quality.image_metrics` and keeps the numbers, and the table,
+    flags included, is made again from them for any ``thresholds``.
+
+    Parameters
+    ----------
+    plate
+        The plate measured (only its coordinates and sizes are used).
+    metrics
+        ``(units, channels, len(IMAGE_METRICS))``: :func:`~cellscale.quality.image_metrics`
+        of every present image, units in the order of :func:`present_images`, channels
+        in the order of ``channels``, each measured with the saturation level
+        :func:`saturation_level` gives for ``saturation``.
+    channels, saturation, thresholds, cells
+        As for :func:`qc`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table :func:`qc` returns.
+
+    Raises
+    ------
+    PlateError
+        If a channel is not in the plate, or the plate has no present field.
+    ValueError
+        If ``metrics`` does not have one row of measures per present image.
+
+    Examples
+    --------
+    >>> from cellscale.synthetic import synthetic_plate
+    >>> from cellscale.quality import image_metrics
+    >>> plate = synthetic_plate(wells=2, fields=2, n_z=1, shape=(64, 64))
+    >>> level = saturation_level(plate.dtype, None)
+    >>> metrics = np.array([[image_metrics(plate.isel(t=t, well=w, field=f, c=c).values, level)
+    ...                      for c in range(plate.sizes["c"])]
+    ...                     for t, w, f in present_images(plate)])
+    >>> qc_table(plate, metrics).equals(qc(plate, progress=False))
+    True
+    """
+    plate = as_plate(plate)
+    picked = _channel_positions(plate, channels)
+    units = present_images(plate)
+    expected = (len(units), len(picked), len(IMAGE_METRICS))
+    if metrics.shape != expected:
+        raise ValueError(
+            f"metrics has shape {metrics.shape}; the plate's {len(units)} present images in "
+            f"{len(picked)} channel(s) need {expected}"
+        )
+    annotations = _plate_map(plate)
+    level = saturation_level(plate.dtype, saturation)
+    values = np.asarray(metrics, dtype=np.float64).reshape(-1, len(IMAGE_METRICS))
     table = _table(plate, units, picked, annotations, values, level)
     if cells is not None:
         table = join_cell_counts(table, cells)
@@ -184,7 +262,14 @@ def _channel_positions(plate: xr.DataArray, channels: Sequence[str] | None) -> l
     return [channel_position(plate, str(c)) for c in channels]
 
 
-def _present_units(plate: xr.DataArray) -> list[tuple[int, int, int]]:
+def present_images(plate: xr.DataArray) -> list[tuple[int, int, int]]:
+    """Positions ``(t, well, field)`` of every present field, in the order QC measures them.
+
+    Raises
+    ------
+    PlateError
+        If the plate has no present field.
+    """
     present = np.asarray(plate.coords["field_present"].values, dtype=bool)
     if not present.any():
         raise PlateError(f"plate {plate.name!r} has no present field to check")
@@ -200,7 +285,16 @@ def _plate_map(plate: xr.DataArray) -> list[str]:
     return plate_map_columns(plate)
 
 
-def _saturation_level(dtype: np.dtype, saturation: float | None) -> float | None:
+def saturation_level(dtype: np.dtype, saturation: float | None) -> float | None:
+    """The level QC counts saturated pixels from: ``saturation``, else an integer dtype's top.
+
+    ``None`` (a floating-point plate with no ``saturation``) leaves it to the plate's maxima.
+
+    Examples
+    --------
+    >>> saturation_level(np.dtype("uint16"), None), saturation_level(np.dtype("float32"), None)
+    (65535.0, None)
+    """
     if saturation is not None:
         return float(saturation)
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else None
