@@ -251,7 +251,7 @@ def lazy_units(
     tasks: Sequence[Delayed],
     names: Sequence[str],
     *,
-    lease: Lease | None = None,
+    lease: Lease | Sequence[Lease] | None = None,
     then: Callable[[], Any] | None = None,
 ) -> Delayed:
     """One delayed object that runs every unit and raises :class:`UnitFailure` if any failed.
@@ -264,8 +264,9 @@ def lazy_units(
     stage, tasks, names
         As for :func:`run_units`.
     lease
-        The output's :class:`~cellscale._stages.Lease`, released by the last task whether
-        the units failed or not, so the output is held until the graph ran.
+        The output's :class:`~cellscale._stages.Lease` (or the leases of the outputs the
+        units write), released by the last task whether the units failed or not, so the
+        outputs are held until the graph ran.
     then
         Called by the last task once every unit succeeded, before the lease is released
         (e.g. to index the finished store).
@@ -273,9 +274,10 @@ def lazy_units(
     if len(tasks) != len(names):
         raise ValueError(f"{len(tasks)} tasks but {len(names)} unit names")
     guarded = guard_graph([task.__dask_graph__() for task in tasks])
-    key = f"{stage}-{tokenize(stage, [t.key for t in tasks], lease)}"
+    leases = () if lease is None else (lease,) if isinstance(lease, Lease) else tuple(lease)
+    key = f"{stage}-{tokenize(stage, [t.key for t in tasks], leases)}"
     refs = (TaskRef(t.key) for t in tasks)
-    collect = Task(key, _collect, stage, tuple(names), Opaque((lease, then)), *refs)
+    collect = Task(key, _collect, stage, tuple(names), Opaque((leases, then)), *refs)
     # not blockwise: one task after every unit's (delayed, not array blocks), on their guarded graph
     graph = HighLevelGraph(
         {**guarded.layers, key: MaterializedLayer({key: collect})},
@@ -291,13 +293,13 @@ def _guarded(tasks: Sequence[Delayed]) -> list[Delayed]:
 
 
 def _collect(stage: str, names: tuple[str, ...], after: Opaque, *results: Any) -> None:
-    lease, then = after.value
+    leases, then = after.value
     try:
         _raise_failures(stage, names, list(results))
         if then is not None:
             then()
     finally:
-        if lease is not None:
+        for lease in leases:
             lease.release()
 
 

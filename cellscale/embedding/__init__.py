@@ -1,10 +1,14 @@
-"""CNN embeddings of single-cell crops on GPU-tagged workers: the embedder seam, torch models."""
+"""CNN embeddings of single-cell crops on GPU-tagged workers: the embedder seam, torch models.
+
+:func:`write_cell_pass` measures, crops and embeds every field from one read of it.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from cellscale.embedding._cell_pass import StalePassOutputError, write_cell_pass
 from cellscale.embedding._embed import embed
 from cellscale.embedding._protocol import Embedder, EmbedderBase
 from cellscale.embedding._write import open_embeddings, write_embeddings
@@ -18,9 +22,11 @@ __all__ = [
     "ARCHITECTURES",
     "Embedder",
     "EmbedderBase",
+    "StalePassOutputError",
     "TorchEmbedder",
     "embed",
     "open_embeddings",
+    "write_cell_pass",
     "write_embeddings",
 ]
 

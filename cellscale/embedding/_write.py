@@ -15,10 +15,10 @@ import xarray as xr
 import zarr
 
 from cellscale._stages import DamagedOutputError, Fingerprint
-from cellscale.io._rows import BOOKS, open_rows, write_rows
+from cellscale.io._rows import BOOKS, open_rows, row_units, write_rows
 from cellscale.plate import LINEAGE
 
-__all__ = ["open_embeddings", "write_embeddings"]
+__all__ = ["embedding_units", "open_embeddings", "write_embeddings"]
 
 
 def write_embeddings(
@@ -39,32 +39,73 @@ def write_embeddings(
     ``path/.cellscale/cell_id``.
     """
     path = Path(path)
-    rows = max(1, min(int(chunk_cells), embeddings.shape[0]))
-    model = dict(embeddings.attrs.get("model", {}))
-    fingerprint = Fingerprint(
-        stage="embeddings",
-        inputs={"lineage": embeddings.attrs.get(LINEAGE, []), "data": embeddings.data.name},
-        parameters={"chunk_cells": rows},
-    )
     result = write_rows(
         embeddings.data.astype(np.float32),
         path,
-        fingerprint=fingerprint,
-        attrs={"model": model, "dims": ["cell", "feature"]},
-        chunk_rows=rows,
-        compressors=None,
-        stage="write-embeddings",
+        **_row_options(embeddings, chunk_cells),
         overwrite=overwrite,
         client=client,
         progress=progress,
         compute=compute,
     )
+    _store_cell_ids(path, embeddings)
+    return result
+
+
+def embedding_units(
+    embeddings: xr.DataArray, path: Path, *, chunk_cells: int, overwrite: bool
+) -> tuple[list[Any], list[str], list[int]]:
+    """The tasks writing each chunk of rows the embeddings at ``path`` lack; names and rows.
+
+    As :func:`write_embeddings` writes them; call it holding
+    :func:`~cellscale._stages.output_lock` of ``path``.
+
+    Raises
+    ------
+    StaleOutputError
+        If the embeddings there come from another model or other crops and not ``overwrite``.
+    """
+    units = row_units(
+        embeddings.data.astype(np.float32),
+        path,
+        **_row_options(embeddings, chunk_cells),
+        overwrite=overwrite,
+    )
+    _store_cell_ids(path, embeddings)
+    return units
+
+
+def _row_options(embeddings: xr.DataArray, chunk_cells: int) -> dict[str, Any]:
+    """How the embeddings' rows are stored: chunks, fingerprint, attributes, no compression."""
+    rows, fingerprint, attrs = _layout(embeddings, chunk_cells)
+    return {
+        "fingerprint": fingerprint,
+        "attrs": attrs,
+        "chunk_rows": rows,
+        "compressors": None,
+        "stage": "write-embeddings",
+    }
+
+
+def _layout(embeddings: xr.DataArray, chunk_cells: int) -> tuple[int, Fingerprint, dict[str, Any]]:
+    """Rows per chunk, the fingerprint and the array's attributes."""
+    rows = max(1, min(int(chunk_cells), embeddings.shape[0]))
+    fingerprint = Fingerprint(
+        stage="embeddings",
+        inputs={"lineage": embeddings.attrs.get(LINEAGE, []), "data": embeddings.data.name},
+        parameters={"chunk_cells": rows},
+    )
+    model = dict(embeddings.attrs.get("model", {}))
+    return rows, fingerprint, {"model": model, "dims": ["cell", "feature"]}
+
+
+def _store_cell_ids(path: Path, embeddings: xr.DataArray) -> None:
+    """Record each row's ``cell_id`` in the books (kept as it is by a resumed write)."""
     ids = np.asarray(embeddings.coords["cell_id"].values)
     books = zarr.open_group(str(path / BOOKS), mode="r+")
     stored = books.get("cell_id")
     if not isinstance(stored, zarr.Array) or not np.array_equal(stored[:], ids):
-        books.create_array("cell_id", data=ids, overwrite=True)  # a resumed write keeps it
-    return result
+        books.create_array("cell_id", data=ids, overwrite=True)
 
 
 def open_embeddings(path: str | Path) -> xr.DataArray:

@@ -44,6 +44,7 @@ __all__ = [
     "BOOKS",
     "check_rows_complete",
     "open_rows",
+    "row_units",
     "rows_digest",
     "verify_rows",
     "write_rows",
@@ -86,37 +87,67 @@ def write_rows(
         As for :func:`cellscale.write_plate`.
     """
     path = Path(path)
-    data = data.rechunk((chunk_rows, *data.shape[1:]))
     with output_lock(path):
-        array, ledger = _open(path, data, fingerprint, attrs, chunk_rows, compressors, overwrite)
-        remove_partials(path)
-        recorded = ledger.tokens()
-        blocks = delayed_blocks(data).ravel()
-        tasks, names, sizes = [], [], []
-        start = 0
-        for i, (block, rows) in enumerate(zip(blocks, data.chunks[0], strict=True)):
-            token = unit_token(data.name, i)
-            if int(recorded[i]) != token:
-                if recorded[i]:
-                    ledger.clear((i,))
-                tasks.append(
-                    dask.delayed(_write_block, pure=False)(
-                        block,
-                        array,
-                        start,
-                        ledger,
-                        i,
-                        token,
-                        dask_key_name=task_key(stage, str(path.resolve()), data.name, i),
-                    )
-                )
-                names.append(f"rows {start}:{start + rows}")
-                sizes.append(rows)
-            start += rows
+        tasks, names, sizes = row_units(
+            data,
+            path,
+            fingerprint=fingerprint,
+            attrs=attrs,
+            chunk_rows=chunk_rows,
+            compressors=compressors,
+            stage=stage,
+            overwrite=overwrite,
+        )
         if not compute:
             return lazy_units(stage, tasks, names, lease=take_lease(path))
         run_units(stage, tasks, names, client=client, progress=progress, weights=sizes)
     return path
+
+
+def row_units(
+    data: Any,
+    path: Path,
+    *,
+    fingerprint: Fingerprint,
+    attrs: dict[str, Any],
+    chunk_rows: int,
+    compressors: Any,
+    stage: str,
+    overwrite: bool,
+) -> tuple[list[Any], list[str], list[int]]:
+    """The tasks writing each chunk of rows the array at ``path`` lacks; names and rows.
+
+    Parameters are as for :func:`write_rows`. Sets the array up (or checks it against
+    ``fingerprint``) and clears what a killed writer left; call it holding
+    :func:`~cellscale._stages.output_lock` of ``path``.
+    """
+    data = data.rechunk((chunk_rows, *data.shape[1:]))
+    array, ledger = _open(path, data, fingerprint, attrs, chunk_rows, compressors, overwrite)
+    remove_partials(path)
+    recorded = ledger.tokens()
+    blocks = delayed_blocks(data).ravel()
+    tasks, names, sizes = [], [], []
+    start = 0
+    for i, (block, rows) in enumerate(zip(blocks, data.chunks[0], strict=True)):
+        token = unit_token(data.name, i)
+        if int(recorded[i]) != token:
+            if recorded[i]:
+                ledger.clear((i,))
+            tasks.append(
+                dask.delayed(_write_block, pure=False)(
+                    block,
+                    array,
+                    start,
+                    ledger,
+                    i,
+                    token,
+                    dask_key_name=task_key(stage, str(path.resolve()), data.name, i),
+                )
+            )
+            names.append(f"rows {start}:{start + rows}")
+            sizes.append(rows)
+        start += rows
+    return tasks, names, sizes
 
 
 def _open(

@@ -49,10 +49,17 @@ from cellscale._stages import (
     unit_token,
 )
 from cellscale.cells import CELL_ID
-from cellscale.measurement._table import FieldSpec, measure
+from cellscale.measurement._table import FieldSpec, MeasuredFields, measured_fields
 from cellscale.plate import LINEAGE, UNIT_TOKEN
 
-__all__ = ["cells_digest", "read_cells", "verify_cells", "write_cells"]
+__all__ = [
+    "cell_units",
+    "cells_digest",
+    "cells_fingerprint",
+    "read_cells",
+    "verify_cells",
+    "write_cells",
+]
 
 _BOOKS = "_cellscale"
 
@@ -89,9 +96,27 @@ def write_cells(
         ``path``, or the lazy write when ``compute=False``.
     """
     path = Path(path)
-    table = measure(labels, plate, channels=channels, intensity=intensity, cp_measure=cp_measure)
-    specs = _specs(labels, plate)
-    fingerprint = Fingerprint(
+    fields = measured_fields(
+        labels, plate, channels=channels, intensity=intensity, cp_measure=cp_measure
+    )
+    fingerprint = cells_fingerprint(labels, plate, channels, intensity, cp_measure)
+    with output_lock(path):
+        tasks, names = cell_units(labels, fields, fingerprint, path, overwrite=overwrite)
+        if not compute:
+            return lazy_units("write-cells", tasks, names, lease=take_lease(path))
+        run_units("write-cells", tasks, names, client=client, progress=progress)
+    return path
+
+
+def cells_fingerprint(
+    labels: xr.Dataset,
+    plate: xr.DataArray,
+    channels: Sequence[str] | None,
+    intensity: bool,
+    cp_measure: Sequence[str],
+) -> Fingerprint:
+    """What a cell table measured from ``labels`` and ``plate`` with these settings is made of."""
+    return Fingerprint(
         stage="cells",
         inputs={
             "lineage": labels.attrs.get(LINEAGE, []),
@@ -104,14 +129,29 @@ def write_cells(
             "cp_measure": list(cp_measure),
         },
     )
-    with output_lock(path):
-        ledger = _open(path, fingerprint, specs, overwrite)
-        remove_partials(path)
-        tasks, names = _tasks(labels, table, specs, ledger, path)
-        if not compute:
-            return lazy_units("write-cells", tasks, names, lease=take_lease(path))
-        run_units("write-cells", tasks, names, client=client, progress=progress)
-    return path
+
+
+def cell_units(
+    labels: xr.Dataset,
+    fields: MeasuredFields,
+    fingerprint: Fingerprint,
+    path: Path,
+    *,
+    overwrite: bool,
+) -> tuple[list[Delayed], list[str]]:
+    """The tasks writing each field the table at ``path`` lacks, and the fields' names.
+
+    Sets the table up (or checks it against ``fingerprint``) and clears what a killed
+    writer left; call it holding :func:`~cellscale._stages.output_lock` of ``path``.
+
+    Raises
+    ------
+    StaleOutputError
+        If the table was made from other labels or settings and not ``overwrite``.
+    """
+    ledger = _open(path, fingerprint, fields.specs, overwrite)
+    remove_partials(path)
+    return _tasks(labels, fields, ledger, path)
 
 
 def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFrame:
@@ -255,14 +295,6 @@ def _indexed_by_cell_id(part: pd.DataFrame) -> pd.DataFrame:
     return part.set_axis(pd.Index(part[CELL_ID].to_numpy()), axis=0)
 
 
-def _specs(labels: xr.Dataset, plate: xr.DataArray) -> list[FieldSpec]:
-    from cellscale.measurement._table import unit_specs
-    from cellscale.plate import as_plate, spatial_plate
-
-    do_3d = "z" in labels[labels.attrs["compartments"][0]].dims
-    return unit_specs(labels, spatial_plate(as_plate(plate), do_3d))
-
-
 def _open(path: Path, fingerprint: Fingerprint, specs: list[FieldSpec], overwrite: bool) -> Ledger:
     """The table's ledger: set up afresh, or checked against the request."""
     books_path = path / _BOOKS
@@ -297,7 +329,7 @@ def _field_name(spec: FieldSpec) -> str:
 
 
 def _tasks(
-    labels: xr.Dataset, table: dd.DataFrame, specs: list[FieldSpec], ledger: Ledger, path: Path
+    labels: xr.Dataset, fields: MeasuredFields, ledger: Ledger, path: Path
 ) -> tuple[list[Delayed], list[str]]:
     recorded = ledger.tokens()
     books = zarr.open_group(str(path / _BOOKS), mode="r+")
@@ -307,13 +339,11 @@ def _tasks(
         if UNIT_TOKEN in labels.coords
         else None
     )
-    partitions = table.to_delayed()
+    table = frame_name(fields.table())
     tasks, names = [], []
-    for spec, partition in zip(specs, partitions, strict=True):
+    for spec, partition in zip(fields.specs, fields.parts, strict=True):
         source = int(sources[spec.unit]) if sources is not None else 0
-        token = unit_token(
-            tokenize(frame_name(table)), spec.unit, spec.first_id, spec.count, source
-        )
+        token = unit_token(tokenize(table), spec.unit, spec.first_id, spec.count, source)
         if int(recorded[spec.unit]) == token:
             continue
         if recorded[spec.unit]:
@@ -325,9 +355,7 @@ def _tasks(
                 spec,
                 Opaque((ledger, written)),
                 token,
-                dask_key_name=task_key(
-                    "write-cells", str(path.resolve()), frame_name(table), spec.unit
-                ),
+                dask_key_name=task_key("write-cells", str(path.resolve()), table, spec.unit),
             )
         )
         well, site = spec.metadata["Metadata_Well"], spec.metadata["Metadata_Site"]

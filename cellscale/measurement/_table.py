@@ -10,13 +10,21 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.delayed import Delayed
 
 from cellscale._stages import delayed_blocks
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, cell_offsets, metadata_column
 from cellscale.measurement._features import field_features
 from cellscale.plate import PlateError, as_plate, field_stack, plate_map_columns, spatial_plate
 
-__all__ = ["FieldSpec", "field_table", "measure", "unit_specs"]
+__all__ = [
+    "FieldSpec",
+    "MeasuredFields",
+    "field_table",
+    "measure",
+    "measured_fields",
+    "unit_specs",
+]
 
 _UNIT_DIMS = ("t", "well", "field")
 
@@ -91,6 +99,66 @@ def measure(
     :func:`cellscale.segment` they are computed here first, which runs the segmentation
     once more when the table is computed: write the labels first at scale.
     """
+    return measured_fields(
+        labels, plate, channels=channels, intensity=intensity, cp_measure=cp_measure
+    ).table()
+
+
+class MeasuredFields:
+    """The lazy measurement of every present field, with the blocks each field's task reads.
+
+    Attributes
+    ----------
+    specs
+        Each present field's :class:`FieldSpec`, in (t, well, field) order.
+    parts
+        The delayed table of each field (a :func:`field_table` task).
+    images
+        The delayed image block each field's task reads, ``(1, 1, 1, c, [z,] y, x)`` with
+        the measured channels.
+    labels
+        The delayed label block of each compartment that each field's task reads.
+    channels
+        The measured channels, in the order of the image blocks.
+    plate
+        The plate as measured, ``(t, well, field, c, [z,] y, x)``.
+    meta
+        The empty table with every column and dtype.
+    """
+
+    def __init__(
+        self,
+        specs: list[FieldSpec],
+        parts: list[Delayed],
+        images: list[Delayed],
+        labels: list[dict[str, Delayed]],
+        channels: list[str],
+        plate: xr.DataArray,
+        meta: pd.DataFrame,
+    ) -> None:
+        self.specs, self.parts, self.images, self.labels = specs, parts, images, labels
+        self.channels, self.plate, self.meta = channels, plate, meta
+
+    def table(self) -> dd.DataFrame:
+        """The cell table, one partition per field (see :func:`measure`)."""
+        if not self.parts:
+            return dd.from_pandas(self.meta, npartitions=1)
+        return dd.from_delayed(self.parts, meta=self.meta, verify_meta=False)
+
+
+def measured_fields(
+    labels: xr.Dataset,
+    plate: xr.DataArray,
+    *,
+    channels: Sequence[str] | None = None,
+    intensity: bool = True,
+    cp_measure: Sequence[str] = (),
+) -> MeasuredFields:
+    """The tasks of :func:`measure`, one per present field, and the blocks they read.
+
+    Parameters are as for :func:`measure`. Other tasks of the same computation that take
+    a field's image or label blocks from here share the one read of them.
+    """
     compartments = list(labels.attrs.get("compartments", []))
     if not compartments:
         raise ValueError("labels must come from cellscale.segment or cellscale.open_labels")
@@ -102,27 +170,21 @@ def measure(
     unknown = [c for c in chosen if c not in names]
     if unknown:
         raise PlateError(f"channels {unknown} are not in the plate; its channels are {names}")
-    images = delayed_blocks(field_stack(plate, [names.index(c) for c in chosen]))
+    stack = delayed_blocks(field_stack(plate, [names.index(c) for c in chosen]))
     blocks = {c: delayed_blocks(labels[c].data) for c in compartments}
     specs = unit_specs(labels, plate)
     options = {"intensity": intensity, "cp_measure": tuple(cp_measure)}
     meta = _meta(plate, compartments, chosen, do_3d, options)
-    parts = [
-        dask.delayed(field_table, pure=True)(
-            {c: blocks[c][spec.unit + (0,) * (blocks[c].ndim - 3)] for c in compartments},
-            images[spec.unit + (0,) * (images.ndim - 3)],
-            chosen,
-            spec,
-            meta,
-            options,
-        )
+    images = [stack[spec.unit + (0,) * (stack.ndim - 3)] for spec in specs]
+    masks = [
+        {c: blocks[c][spec.unit + (0,) * (blocks[c].ndim - 3)] for c in compartments}
         for spec in specs
     ]
-    return (
-        dd.from_delayed(parts, meta=meta, verify_meta=False)
-        if parts
-        else dd.from_pandas(meta, npartitions=1)
-    )
+    parts = [
+        dask.delayed(field_table, pure=True)(field_masks, image, chosen, spec, meta, options)
+        for spec, image, field_masks in zip(specs, images, masks, strict=True)
+    ]
+    return MeasuredFields(specs, parts, images, masks, chosen, plate, meta)
 
 
 def unit_specs(labels: xr.Dataset, plate: xr.DataArray) -> list[FieldSpec]:

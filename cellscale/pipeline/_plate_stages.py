@@ -3,23 +3,25 @@
 Each writes one store through :func:`~cellscale.pipeline._state.store_stage`, which
 resumes what the store has not finished and writes it again when it was made from other
 inputs or settings; QC and illumination (:mod:`cellscale.pipeline._image_stages`) run
-between them.
+between them, and the cell pass (:mod:`cellscale.pipeline._cell_pass`) measures and
+embeds.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pandas as pd
 import xarray as xr
 
 from cellscale.ops._projection import ProjectionMethod
+from cellscale.pipeline import _field_stats as field_stats
+from cellscale.pipeline._cell_pass import cell_pass
 from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._image_stages import illumination, quality_control
 from cellscale.pipeline._plate_source import fields_present, plate_source
 from cellscale.pipeline._preflight import check_channels
-from cellscale.pipeline._segment_check import check_plate_segmentation
 from cellscale.pipeline._state import RunState, store_stage
 
 __all__ = ["run_plate"]
@@ -27,8 +29,6 @@ __all__ = ["run_plate"]
 
 def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
     """Ingest, project, segment, measure and embed one plate; return the projected plate."""
-    import cellscale
-
     folder = state.plate_dir(plate)
     folder.mkdir(parents=True, exist_ok=True)
     raw = plate_source(state, plate, folder / "raw.zarr")
@@ -39,31 +39,14 @@ def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
     images = illumination(state, plate, projected, folder / "illumination.npz", fields)
     seen = images if state.config.segment.corrected else projected
     labels = _segment(state, plate, seen, exclude, folder / "projected.zarr", fields)
-    cells_path = folder / "cells.parquet"
-    store_stage(
-        state,
-        "measure",
-        plate.name,
-        fields,
-        cells_path,
-        lambda overwrite: cellscale.write_cells(
-            labels,
-            images,
-            cells_path,
-            intensity=state.config.measure.intensity,
-            overwrite=overwrite,
-            **state.common,
-        ),
-        lambda: cellscale.read_cells(cells_path) is not None,
-    )
-    check_plate_segmentation(state, plate, cellscale.read_cells(cells_path))
-    _embed(state, plate, images, labels, cells_path, folder / "embeddings.zarr")
+    cell_pass(state, plate, images, labels, fields)
     return projected
 
 
 def _project(
     state: RunState, plate: PlateConfig, raw: xr.DataArray, path: Path, fields: int
 ) -> xr.DataArray:
+    """Project the plate, keeping each field's QC measures and binned images beside it."""
     import cellscale
 
     config = state.config.project
@@ -81,11 +64,13 @@ def _project(
         fields,
         path,
         lambda overwrite: cellscale.write_plate(
-            projection, path, overwrite=overwrite, **state.common
+            projection, path, overwrite=overwrite, records=field_stats.recorder, **state.common
         ),
         lambda: _opens(path),
     )
-    return cellscale.open_plate(path)
+    projected = cellscale.open_plate(path)
+    field_stats.complete(projected, path, **state.common)  # fields projected without them
+    return projected
 
 
 def _segment(
@@ -124,53 +109,3 @@ def _opens(path: Path) -> bool:
     import cellscale
 
     return cellscale.open_plate(path) is not None
-
-
-def _embed(
-    state: RunState,
-    plate: PlateConfig,
-    images: xr.DataArray,
-    labels: xr.Dataset,
-    cells_path: Path,
-    path: Path,
-) -> None:
-    """Cut and embed every cell's crop, when the run embeds (``embed.active``)."""
-    import cellscale
-    from cellscale.embedding import TorchEmbedder
-    from cellscale.io._rows import check_rows_complete
-
-    table = cellscale.read_cells(cells_path)
-    if len(table) == 0:
-        state.problems.append(f"plate {plate.name}: no cells were found")
-        return
-    if not state.config.embed.active:
-        return
-    cells = table.compute()
-    crops_config, embed_config = state.config.crops, state.config.embed
-    crops = cellscale.extract_crops(
-        images,
-        cells,
-        size=crops_config.size,
-        mask=crops_config.mask,
-        labels=labels,
-        border=crops_config.border,
-    )
-    model = TorchEmbedder(
-        embed_config.model,
-        in_channels=images.sizes["c"],
-        weights=embed_config.weights,
-        layer=embed_config.layer,
-        batch_size=embed_config.batch_size,
-        device=embed_config.device,
-        seed=embed_config.seed,
-    )
-    embeddings = cellscale.embed(crops, model)
-
-    def write(overwrite: bool) -> Any:
-        return cellscale.write_embeddings(embeddings, path, overwrite=overwrite, **state.common)
-
-    def complete() -> bool:
-        check_rows_complete(path)
-        return True
-
-    store_stage(state, "embed", plate.name, len(cells), path, write, complete, unit="cell")

@@ -113,7 +113,10 @@ class _StageListener:
         self.page._reload(self.plate, self.stage)
 
     def done(self, name: str) -> None:
-        self.page._count(self.plate, self.stage, name.split("/", 1)[0])
+        """Count a field's unit (``"B03/f2/t0"``, or ``"cells B03/f2/t0"`` in a joint pass)."""
+        unit = name.rsplit(" ", 1)[-1]
+        if "/" in unit:
+            self.page._count(self.plate, self.stage, unit.split("/", 1)[0])
 
 
 class ProgressPage:
