@@ -19,10 +19,9 @@ from cellscale._stages import FileOutput, VerifyReport
 __all__ = ["verify"]
 
 #: A run's one-file outputs, per plate and for the screen.
-_PLATE_FILES = ("qc.parquet", "illumination.npz")
+_PLATE_FILES = ("qc.parquet", "illumination.npz", "scores.parquet")
 _SCREEN_FILES = (
     "profiles/pca.npz",
-    "profiles/cells.parquet",
     "profiles/wells.parquet",
     "profiles/field_quality.parquet",
     "report",

@@ -504,7 +504,7 @@ def replicate_correlation(
     fig, ax = _figure((6.4, 4.2))
     bins = np.linspace(-1, 1, 41).tolist()
     for pairs, name, colour in ((same, "replicates", "#d1495b"), (other, "others", "#3b6ea5")):
-        r = np.einsum("ij,ij->i", rows[pairs[:, 0]], rows[pairs[:, 1]])
+        r = _pair_correlations(rows, pairs)
         median = float(np.median(r))
         ax.hist(r, bins=bins, density=True, alpha=0.5, color=colour)
         ax.axvline(median, color=colour, lw=2, label=f"{name} (median {median:.2f})")
@@ -571,6 +571,20 @@ def _pairs(
     if len(other) > max_pairs:
         other = other[rng.choice(len(other), max_pairs, replace=False)]
     return same, other
+
+
+def _pair_correlations(rows: np.ndarray, pairs: np.ndarray, block: int = 8192) -> np.ndarray:
+    """The dot product of the two rows of each pair, ``block`` pairs at a time.
+
+    Gathering both rows of every pair at once would hold ``2 × pairs × features`` values
+    (gigabytes for 200,000 pairs of profiles with a few hundred features).
+    """
+    return np.concatenate(
+        [
+            np.einsum("ij,ij->i", rows[part[:, 0]], rows[part[:, 1]])
+            for part in np.array_split(pairs, max(-(-len(pairs) // block), 1))
+        ]
+    )
 
 
 def _pairs_of(rows: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:

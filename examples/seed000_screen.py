@@ -23,6 +23,7 @@ downloaded); pass trained weights with ``embed.weights``. For your own screen re
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ def screen_config(out: Path, *, small: bool = False) -> dict[str, Any]:
 
 def concentration_knn(out: Path, *, components: int = 5, k: int = 15) -> tuple[float, float]:
     """kNN accuracy of each cell's concentration from its first PCs: replicate 1 → the others."""
-    cells = pd.read_parquet(out / "profiles" / "cells.parquet")
+    plates = json.loads((out / "cellscale_run.json").read_text())["plates"]  # config order
+    scores = [out / "plates" / p["name"] / "scores.parquet" for p in plates]
+    cells = pd.concat([pd.read_parquet(p) for p in scores], ignore_index=True)
     pcs = [f"PC{i}" for i in range(1, components + 1)]
     train = (cells["Metadata_rep"] == 1).to_numpy()
     labels = cells["Metadata_concentration"].to_numpy()

@@ -309,7 +309,7 @@ def test_a_run_without_weights_profiles_the_measured_features(
     for plate in ("P1", "P2"):
         assert not (out / "plates" / plate / "embeddings.zarr").exists()
     assert not (out / "profiles" / "pca.npz").exists()
-    assert not (out / "profiles" / "cells.parquet").exists()
+    assert not list(out.glob("plates/*/scores.parquet"))
     wells = pd.read_parquet(out / "profiles" / "wells.parquet")
     metadata = [c for c in wells.columns if c.startswith("Metadata_")]
     for column in ("Plate", "Well", "treatment", "concentration", "control", "batch"):
@@ -347,11 +347,12 @@ def test_embed_enabled_embeds_and_turning_it_off_drops_the_pca(
     assert statuses["embed"] == statuses["pca"] == "ran"
     assert statuses["profiles"] == "skipped: unchanged"  # measured features: no embeddings in
     assert (out / "plates" / "P1" / "embeddings.zarr").is_dir()
-    assert len(pd.read_parquet(out / "profiles" / "cells.parquet")) == summary.cells
+    scores = [pd.read_parquet(p) for p in sorted(out.glob("plates/*/scores.parquet"))]
+    assert len(scores) == 2 and sum(len(s) for s in scores) == summary.cells
     again = run(screen_config(out), client=client, progress=False)
     assert "pca" not in {s.name for s in again.stages}
     assert not (out / "profiles" / "pca.npz").exists()
-    assert not (out / "profiles" / "cells.parquet").exists()
+    assert not list(out.glob("plates/*/scores.parquet"))
     assert "Embeddings: none" in (out / "report" / "index.html").read_text()
 
 

@@ -183,8 +183,8 @@ def test_a_corrected_plate_map_reaches_the_profiles_and_the_report(
     for stage in ("pca", "profiles", "report"):  # scores, profiles and report carry treatments
         assert not statuses[stage].startswith("skipped"), (stage, statuses)
     well = str(fixed.loc[1, "well"])
-    for table in ("cells.parquet", "wells.parquet"):
-        rows = pd.read_parquet(tmp_path / "run" / "profiles" / table)
+    for table in ("plates/P/scores.parquet", "profiles/wells.parquet"):
+        rows = pd.read_parquet(tmp_path / "run" / table)
         assert set(rows.loc[rows["Metadata_Well"] == well, "Metadata_treatment"]) == {"drug"}, table
 
 

@@ -1,9 +1,15 @@
 """The report stage of a run: gather what the report shows and write it as one output.
 
 The report folder is a :class:`~cellscale._stages.FileOutput`: its fingerprint names every
-file it draws from by content (scores, profiles, field quality, QC tables, illumination
-models, each plate's labels), the report settings and the problems found, so it is made
-again whenever any of them changed, and a rerun that changed nothing leaves it alone.
+file it draws from by content (each plate's scores, profiles, field quality, QC tables,
+illumination models, each plate's labels), the report settings and the problems found, so
+it is made again whenever any of them changed, and a rerun that changed nothing leaves it
+alone.
+
+Nothing here loads every cell: counts and per-well means come from the screen's
+:class:`~cellscale.pipeline._cell_summary.CellSummary`, and the per-cell figures draw its
+seeded sample (:data:`~cellscale.pipeline._cell_summary.SAMPLE_CELLS` cells at most,
+spread over the plates), whose scores are read plate by plate.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cellscale._stages import FileOutput, Fingerprint
+from cellscale._stages import DamagedOutputError, FileOutput, Fingerprint
+from cellscale.cells import CELL_ID
 from cellscale.pipeline._config import RunConfig, as_dict
+from cellscale.pipeline._scores import SCORES, read_scores
 from cellscale.pipeline._screen import Screen
 from cellscale.pipeline._state import RunState, file_stage
 from cellscale.report import Figures, Gallery, Overlay, ReportInputs, Thumbnail, write_report
@@ -31,7 +39,7 @@ def report(state: RunState, screen: Screen, plates: list[xr.DataArray], profiles
     """Write ``report/`` unless it is current."""
     sources = {name: _digest(profiles / name) for name in _PROFILE_FILES}
     for plate in state.config.plates:
-        for name in ("qc.parquet", "illumination.npz"):
+        for name in ("qc.parquet", "illumination.npz", SCORES):
             sources[f"{plate.name}/{name}"] = _digest(state.plate_dir(plate) / name)
     fingerprint = Fingerprint(
         "report",
@@ -50,7 +58,7 @@ def report(state: RunState, screen: Screen, plates: list[xr.DataArray], profiles
     )
 
 
-_PROFILE_FILES = ("pca.npz", "cells.parquet", "wells.parquet", "field_quality.parquet")
+_PROFILE_FILES = ("pca.npz", "wells.parquet", "field_quality.parquet")
 
 
 def _digest(path: Path) -> str | None:
@@ -64,16 +72,16 @@ def _inputs(
 ) -> ReportInputs:
     from cellscale.profiles import PCA
 
-    scores = _scores(profiles / "cells.parquet", len(screen.cells))
     qc = _qc_tables(state)
     quality = profiles / "field_quality.parquet"
     pca = profiles / "pca.npz"
     ratio = PCA.load(FileOutput(pca).open()).explained_variance_ratio_ if pca.exists() else ()
     wells = profiles / "wells.parquet"
+    summary = screen.summary
     return ReportInputs(
         title=f"cellscale run: {', '.join(p.name for p in state.config.plates)}",
-        cells=screen.cells,
-        scores=scores,
+        cells=summary.sample,
+        scores=_sample_scores(screen, pca.exists()),
         explained_variance_ratio=np.asarray(ratio),
         field_quality=pd.read_parquet(FileOutput(quality).open()) if quality.exists() else None,
         overlays=_overlays(state, plates),
@@ -81,12 +89,14 @@ def _inputs(
         qc_channel=state.config.segment.channel,
         flagged=_flagged_thumbnails(qc, plates),
         illumination=_illumination_figures(state, plates),
-        galleries=_galleries(state, plates, screen.cells),
+        galleries=_galleries(state, plates, summary.gallery),
         stages=tuple(state.merged_stages()),
         problems=tuple(state.problems),
         notes=tuple(_notes(state.config)),
         wells=pd.read_parquet(FileOutput(wells).open()) if wells.exists() else None,
         segmentation_problems=_segmentation_problems(state, plates),
+        cell_counts=summary.counts,
+        well_summary=summary.wells,
     )
 
 
@@ -134,11 +144,26 @@ def _flagged_thumbnails(qc: pd.DataFrame | None, plates: list[xr.DataArray]) -> 
     return thumbs
 
 
-def _scores(path: Path, n: int) -> np.ndarray:
-    if not path.exists():
-        return np.zeros((n, 0))
-    table = pd.read_parquet(FileOutput(path).open())
-    return table[[c for c in table.columns if c.startswith("PC")]].to_numpy()
+def _sample_scores(screen: Screen, fitted: bool) -> np.ndarray:
+    """The scores of the sampled cells, read plate by plate; no columns without a PCA."""
+    samples = screen.summary.samples
+    if not fitted:
+        return np.zeros((sum(len(s) for s in samples.values()), 0))
+    parts = []
+    for plate in screen.plates:
+        ids = samples[plate.name][CELL_ID].to_numpy() if plate.name in samples else None
+        if ids is None or not len(ids):
+            continue
+        path = FileOutput(plate.folder / SCORES).open()
+        found = read_scores(path, ids).set_index(CELL_ID)
+        missing = np.setdiff1d(ids, found.index.to_numpy())
+        if len(missing):
+            raise DamagedOutputError(
+                f"{path}: no scores of cells {missing[:5].tolist()} of plate {plate.name}; "
+                "run `cellscale verify` on it, then the run again"
+            )
+        parts.append(found.loc[ids].to_numpy())
+    return np.concatenate(parts)
 
 
 def _conditions(cells: pd.DataFrame) -> list[str]:
@@ -209,7 +234,11 @@ def _overlay(
 
 
 def _galleries(state: RunState, plates: list[xr.DataArray], cells: pd.DataFrame) -> list[Any]:
-    """Crops of the first cells of each condition (first plate), the segmentation channel."""
+    """Crops of the first cells of each condition (first plate), the segmentation channel.
+
+    ``cells`` are those of the first plate's fields the galleries cut: per condition, one
+    field (:func:`~cellscale.pipeline._cell_summary.gallery_cells`).
+    """
     import cellscale
 
     if cells.empty:
@@ -222,8 +251,8 @@ def _galleries(state: RunState, plates: list[xr.DataArray], cells: pd.DataFrame)
     galleries = []
     n = state.config.report.crops_per_gallery
     keys = ["Metadata_Timepoint", "Metadata_Well", "Metadata_Site"]
-    for values, group in mine.groupby(conditions, sort=True):
-        (t, well, site), field_cells = max(group.groupby(keys, sort=True), key=lambda g: len(g[1]))
+    for values, field_cells in mine.groupby(conditions, sort=True):
+        t, well, site = field_cells[keys].iloc[0]
         where = {"t": [t], "well": [well], "field": [site]}
         crops = cellscale.extract_crops(
             plate.sel(where),

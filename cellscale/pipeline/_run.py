@@ -10,8 +10,9 @@ Outputs, under the config's ``output`` folder::
     plates/<name>/illumination.npz  the illumination model (when correcting)
     plates/<name>/cells.parquet     the cell table
     plates/<name>/embeddings.zarr   one row per crop, aligned by cell_id (when embedding)
+    plates/<name>/scores.parquet    the plate's embedded cells: cell_id, metadata and
+                                    principal components (idem)
     profiles/pca.npz                the PCA fitted on every plate's embeddings (idem)
-    profiles/cells.parquet          every embedded cell's metadata and principal components
     profiles/wells.parquet          per-well profiles: Metadata_* columns, then the selected
                                     features (measured, and Embedding_<i> if asked for),
                                     aggregated, normalised per plate against the control
@@ -48,7 +49,14 @@ from cellscale.pipeline._manifest import MANIFEST, Manifest, package_versions
 from cellscale.pipeline._plate_stages import run_plate
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.pipeline._report_stage import report
-from cellscale.pipeline._screen import Screen, drop_pca, pca, profiles, screen_cells
+from cellscale.pipeline._screen import (
+    Screen,
+    drop_legacy_scores,
+    drop_pca,
+    pca,
+    profiles,
+    screen_cells,
+)
 from cellscale.pipeline._state import RunState
 from cellscale.report import StageRecord
 
@@ -177,7 +185,7 @@ def run(
         wells=sum(int(_present(p).any(axis=1).sum()) for p in plates),
         fields=sum(int(_present(p).sum()) for p in plates),
         timepoints=max(p.sizes["t"] for p in plates),
-        cells=len(screen.cells),
+        cells=screen.cells,
         stages=tuple(state.merged_stages()),
         problems=tuple(state.problems),
         plate_statuses=tuple(state.plate_statuses),
@@ -240,10 +248,11 @@ def _client(config: RunConfig, client: Any) -> Iterator[Any]:
 def _screen_stages(state: RunState, plates: list[Any], screen: Screen) -> None:
     profiles_folder = state.out / "profiles"
     profiles_folder.mkdir(exist_ok=True)
+    drop_legacy_scores(profiles_folder)
     if screen.embeddings is not None:
         pca(state, screen, profiles_folder)
     else:
-        drop_pca(profiles_folder)
+        drop_pca(state, profiles_folder)
         if state.config.embed.active:
             state.problems.append("no cells were embedded on any plate: no PCA of cells")
     profiles(state, screen, plates, profiles_folder)

@@ -48,6 +48,7 @@ def plate_figures(
 ) -> tuple[Panel, Panel]:
     """Per plate, maps of the cells per well and of the mean :data:`FOCUS` per well.
 
+    ``cells`` are the cells per field (:func:`~cellscale.report._tables.cell_counts`).
     With a QC table the focus maps are left to the QC maps, which draw the same measure.
     """
     counts = _cells_per_well(cells, field_quality)
@@ -69,7 +70,7 @@ def plate_figures(
 def _cells_per_well(cells: pd.DataFrame, field_quality: pd.DataFrame | None) -> pd.Series:
     """Cells per (plate, well), with 0 for wells of the field table that have none."""
     wells = FIELD_KEYS[:2]
-    counts = cells.groupby(wells).size() if len(cells) else pd.Series(dtype=float)
+    counts = cells.groupby(wells)["n_cells"].sum() if len(cells) else pd.Series(dtype=float)
     if field_quality is not None and len(field_quality):
         imaged = pd.MultiIndex.from_frame(field_quality[wells].drop_duplicates())
         counts = counts.reindex(counts.index.union(imaged) if len(counts) else imaged, fill_value=0)
@@ -145,11 +146,21 @@ def illumination_figures(models: Sequence[Figures], folder: Path) -> Panel:
     return Panel(tuple(tiles))
 
 
-def pca_figures(cells: pd.DataFrame, scores: np.ndarray, ratio: np.ndarray, folder: Path) -> Panel:
+def pca_figures(
+    cells: pd.DataFrame,
+    scores: np.ndarray,
+    ratio: np.ndarray,
+    folder: Path,
+    total: int | None = None,
+) -> Panel:
     """PC1 against PC2 coloured by treatment, time and concentration; explained variance.
 
-    A colouring that is absent, or the same for every cell, is a sentence instead.
+    A colouring that is absent, or the same for every cell, is a sentence instead. Where
+    ``cells`` are a sample of ``total`` cells, the captions say so.
     """
+    sampled = ""
+    if total is not None and total > len(cells):
+        sampled = f" (a seeded sample of {len(cells):,} of {total:,} cells)"
     skipped = []
     tiles = []
     if len(cells) == 0:
@@ -167,7 +178,8 @@ def pca_figures(cells: pd.DataFrame, scores: np.ndarray, ratio: np.ndarray, fold
                 continue
             name = png_name("pca", i, column.removeprefix("Metadata_"))
             save(plots.pca_scatter(scores, values, label=label), folder / name)
-            tiles.append(Tile(name, f"PC1 against PC2 by {label}", f"PC1 vs PC2 by {label}"))
+            caption = f"PC1 vs PC2 by {label}{sampled}"
+            tiles.append(Tile(name, f"PC1 against PC2 by {label}", caption))
     if len(ratio):
         name = "explained-variance.png"
         save(plots.explained_variance(ratio), folder / name)

@@ -150,9 +150,11 @@ class ReportInputs:
     title
         Page title, e.g. the screen's name.
     cells
-        The cell table: one row per cell with ``cell_id``, the ``Metadata_`` columns
-        (plate-map columns such as ``Metadata_treatment`` and ``Metadata_concentration``
-        are optional) and the features. May have no rows.
+        The cells the per-cell figures (the PCA scatter plots) draw: one row per cell with
+        ``cell_id``, the ``Metadata_`` columns (plate-map columns such as
+        ``Metadata_treatment`` and ``Metadata_concentration`` are optional) and the
+        features. The whole cell table, or, for a screen too large to hold, a sample of it
+        with ``cell_counts`` and ``well_summary`` describing every cell. May have no rows.
     scores
         ``(n_cells, k)`` PCA scores, rows aligned with ``cells``.
     explained_variance_ratio
@@ -185,6 +187,13 @@ class ReportInputs:
     segmentation_problems
         Fields of the wells whose segmentation looked wrong, each captioned with why;
         shown with the problems.
+    cell_counts
+        Cells per field of every cell: ``Metadata_Plate``, ``Metadata_Well``,
+        ``Metadata_Site``, ``Metadata_Timepoint`` and ``n_cells``; ``None`` counts the rows
+        of ``cells``.
+    well_summary
+        :func:`cellscale.well_summary` of every cell (``compartment="cells"``); ``None``
+        makes it from ``cells``.
     """
 
     title: str
@@ -203,6 +212,8 @@ class ReportInputs:
     notes: Sequence[str] = ()
     wells: pd.DataFrame | None = None
     segmentation_problems: Sequence[Overlay] = ()
+    cell_counts: pd.DataFrame | None = None
+    well_summary: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         if len(self.cells) == 0:

@@ -21,7 +21,13 @@ from cellscale.report._figures import (
 from cellscale.report._images import flagged_figures, gallery_figures, overlay_figures
 from cellscale.report._inputs import ReportInputs, StageRecord
 from cellscale.report._page import Page, Panel, Table, Tile
-from cellscale.report._tables import field_counts, qc_counts, stage_table, well_tables
+from cellscale.report._tables import (
+    cell_counts,
+    field_counts,
+    qc_counts,
+    stage_table,
+    well_tables,
+)
 from cellscale.report._wells import well_figures
 
 __all__ = ["build_page"]
@@ -30,17 +36,19 @@ __all__ = ["build_page"]
 def build_page(inputs: ReportInputs, folder: Path) -> Page:
     """Draw the figures of ``inputs`` into ``folder`` and gather the page's pieces."""
     cells = inputs.cells
+    per_field = inputs.cell_counts if inputs.cell_counts is not None else cell_counts(cells)
+    n_cells = int(per_field["n_cells"].sum())
     has_qc = inputs.qc is not None and not inputs.qc.empty
-    plates = plate_figures(cells, inputs.field_quality, has_qc, folder)
+    plates = plate_figures(per_field, inputs.field_quality, has_qc, folder)
     quality, counts, flagged = _quality(inputs, folder)
-    wells, per_condition, per_well = _wells(cells)
+    wells, per_condition, per_well = _wells(cells, inputs.well_summary, n_cells)
     run, stages, total = _run(inputs.stages)
     no_cells = "No cells were found: the cell figures and tables are skipped."
     return Page(
         title=inputs.title,
-        summary=field_counts(cells, inputs.field_quality),
+        summary=field_counts(per_field, inputs.field_quality),
         written=datetime.now().strftime("%Y-%m-%d %H:%M"),
-        no_cells=None if len(cells) else no_cells,
+        no_cells=None if n_cells else no_cells,
         problems=tuple(inputs.problems),
         segmentation_problems=overlay_figures(
             inputs.segmentation_problems, folder, kind="segmentation-problem"
@@ -52,7 +60,7 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
         illumination=illumination_figures(inputs.illumination, folder),
         segmentation=overlay_figures(inputs.overlays, folder),
         crops=gallery_figures(inputs.galleries, folder),
-        pca=pca_figures(cells, inputs.scores, inputs.explained_variance_ratio, folder),
+        pca=pca_figures(cells, inputs.scores, inputs.explained_variance_ratio, folder, n_cells),
         well_profiles=well_figures(inputs.wells, folder),
         wells=wells,
         per_condition=per_condition,
@@ -74,13 +82,15 @@ def _quality(
     return maps, qc_counts(inputs.qc), flagged_figures(inputs.flagged, folder)
 
 
-def _wells(cells: pd.DataFrame) -> tuple[Panel, Table | None, Table | None]:
+def _wells(
+    cells: pd.DataFrame, summary: pd.DataFrame | None, n_cells: int
+) -> tuple[Panel, Table | None, Table | None]:
     """The per-condition and per-well tables, or why they are skipped."""
-    if len(cells) == 0:
+    if n_cells == 0:
         skipped = "No cells: the per-well and per-condition tables are skipped."
         return Panel(skipped=(skipped,)), None, None
     try:
-        per_condition, per_well = well_tables(cells)
+        per_condition, per_well = well_tables(cells, summary)
     except ValueError as error:
         return Panel(skipped=(f"The per-well tables are skipped: {error}.",)), None, None
     return Panel(), per_condition, per_well

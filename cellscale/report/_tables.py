@@ -19,7 +19,14 @@ from cellscale.quality._flags import FLAGS
 from cellscale.report._inputs import StageRecord
 from cellscale.report._page import Table
 
-__all__ = ["FIELD_KEYS", "field_counts", "qc_counts", "stage_table", "well_tables"]
+__all__ = [
+    "FIELD_KEYS",
+    "cell_counts",
+    "field_counts",
+    "qc_counts",
+    "stage_table",
+    "well_tables",
+]
 
 #: The columns that name one field at one time point.
 FIELD_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Timepoint"]
@@ -53,16 +60,27 @@ _STAGE_HEADERS = {
 }
 
 
-def field_counts(cells: pd.DataFrame, field_quality: pd.DataFrame | None) -> str:
-    """Plates, wells, fields and time points seen in the cells or the field table."""
-    tables = [t[FIELD_KEYS] for t in (cells, field_quality) if t is not None and len(t)]
+def cell_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells per field: :data:`FIELD_KEYS` and ``n_cells``, fields with cells only."""
+    if len(cells) == 0:
+        return pd.DataFrame(columns=[*FIELD_KEYS, "n_cells"])
+    counts = cells.groupby(FIELD_KEYS, sort=True, dropna=False).size()
+    return counts.rename("n_cells").reset_index()
+
+
+def field_counts(counts: pd.DataFrame, field_quality: pd.DataFrame | None) -> str:
+    """Plates, wells, fields and time points seen in the cell counts or the field table.
+
+    ``counts`` are the cells per field (:func:`cell_counts`).
+    """
+    tables = [t[FIELD_KEYS] for t in (counts, field_quality) if t is not None and len(t)]
     fields = pd.concat(tables).drop_duplicates() if tables else pd.DataFrame(columns=FIELD_KEYS)
     counts = [
         (fields["Metadata_Plate"].nunique(), "plate"),
         (len(fields[FIELD_KEYS[:2]].drop_duplicates()), "well"),
         (len(fields[FIELD_KEYS[:3]].drop_duplicates()), "field"),
         (fields["Metadata_Timepoint"].nunique(), "time point"),
-        (len(cells), "cell"),
+        (int(counts["n_cells"].sum()), "cell"),
     ]
     return " · ".join(f"{n:,} {word}{'' if n == 1 else 's'}" for n, word in counts)
 
@@ -76,18 +94,22 @@ def qc_counts(qc: pd.DataFrame) -> Table:
     return _table(counts, {**headers, **{f: f for f in FLAGS}})
 
 
-def well_tables(cells: pd.DataFrame) -> tuple[Table, Table]:
+def well_tables(cells: pd.DataFrame, wells: pd.DataFrame | None = None) -> tuple[Table, Table]:
     """Per condition (means of the well means), and per well and time point.
 
-    The time (h) column is there only where there are several time points: a screen
-    imaged once has no hours to show.
+    ``wells`` is :func:`cellscale.well_summary` of every cell; by default it is made from
+    ``cells``. The time (h) column is there only where there are several time points: a
+    screen imaged once has no hours to show.
 
     Raises
     ------
     ValueError
-        If the cell table lacks what :func:`cellscale.well_summary` needs.
+        If ``wells`` is not given and the cell table lacks what
+        :func:`cellscale.well_summary` needs.
     """
-    wells = well_summary(cells, compartment="cells")
+    if wells is None:
+        wells = well_summary(cells, compartment="cells")
+    wells = wells.copy()
     if wells["Metadata_Timepoint"].nunique() > 1:
         wells["time_h"] = pd.to_numeric(wells["Metadata_Timepoint"]) / 3600
     return _table(_conditions(wells), _CONDITION_HEADERS), _table(wells, _WELL_HEADERS)
