@@ -199,3 +199,26 @@ def test_all_zero_and_saturated_fields_have_no_cells_and_are_recorded(mip) -> No
         labels = segment(plate, Threshold(), channel="nuclei").compute()
         assert not labels["nuclei"].values.any()
         assert (labels["border_dropped"].values == 0).all()
+
+
+class CellsAndNuclei(Threshold):
+    """Two compartments sharing ids: the same objects as cells and as nuclei."""
+
+    compartments = ("cells", "nuclei")
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        labels = super().__call__(image)
+        return np.concatenate([labels, labels])
+
+
+def test_every_compartment_comes_from_one_segmentation_of_each_field(mip, tmp_path) -> None:
+    path = tmp_path / "plate.zarr"
+    cellscale.write_plate(mip, path, progress=False)
+    stored = cellscale.open_plate(path)
+    segmenter = CellsAndNuclei()
+    labels = segment(stored, segmenter, channel="nuclei")
+    cellscale.write_labels(labels, path, progress=False)
+    assert sum(segmenter.batches) == 6  # 2 wells x 3 fields, whatever the compartments
+    segmenter.batches.clear()
+    cellscale.measure(labels, stored).compute()  # measured from the lazy labels
+    assert sum(segmenter.batches) == 2 * 6  # counted (to lay out cell_id), then measured

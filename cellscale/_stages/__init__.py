@@ -39,6 +39,7 @@ from cellscale._stages._run import (
     delayed_blocks,
     lazy_units,
     run_units,
+    shared_delayed_blocks,
 )
 from cellscale._stages._tokens import task_key, unit_token
 
@@ -65,6 +66,7 @@ __all__ = [
     "release_lazy_write",
     "remove_partials",
     "run_units",
+    "shared_delayed_blocks",
     "take_lease",
     "task_key",
     "unit_token",

@@ -41,6 +41,7 @@ __all__ = [
     "listen_to_units",
     "progress_label",
     "run_units",
+    "shared_delayed_blocks",
 ]
 
 
@@ -355,9 +356,22 @@ def delayed_blocks(array: Any) -> Any:
     >>> [layer.annotations for layer in block.__dask_graph__().layers.values()][1]
     {'resources': {'GPU': 1}}
     """
-    layers = array.__dask_graph__().layers.values()
+    return shared_delayed_blocks(array)[0]
+
+
+def shared_delayed_blocks(*arrays: Any) -> list[Any]:
+    """:func:`delayed_blocks` of several arrays that may share tasks, each run once.
+
+    Every compartment's labels are picked from one segmentation of each field: optimised
+    (each array apart, as dask does), each array's graph would fuse its own copy of that
+    task into its blocks, and computing the blocks of all of them would segment every
+    field once per compartment. Several arrays are therefore handed over unoptimised.
+    """
+    if len(arrays) > 1:
+        return [array.to_delayed(optimize_graph=False) for array in arrays]
+    layers = arrays[0].__dask_graph__().layers.values()
     annotated = any(getattr(layer, "annotations", None) for layer in layers)
-    return array.to_delayed(optimize_graph=not annotated)
+    return [arrays[0].to_delayed(optimize_graph=not annotated)]
 
 
 class Opaque:

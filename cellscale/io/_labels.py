@@ -35,11 +35,11 @@ from cellscale._stages import (
     Opaque,
     StaleOutputError,
     check_fingerprint,
-    delayed_blocks,
     lazy_units,
     output_lock,
     remove_partials,
     run_units,
+    shared_delayed_blocks,
     take_lease,
     task_key,
     unit_token,
@@ -421,8 +421,10 @@ def _unit_tasks(
     rewrite: bool,
 ) -> tuple[list[Delayed], list[str]]:
     names = list(books)
-    blocks = {name: delayed_blocks(labels[name].data) for name in names}
-    dropped = delayed_blocks(labels["border_dropped"].data)
+    *compartments, dropped = shared_delayed_blocks(
+        *(labels[name].data for name in names), labels["border_dropped"].data
+    )  # one segmentation of each field for every compartment
+    blocks = dict(zip(names, compartments, strict=True))
     sources = (
         np.asarray(labels.coords[UNIT_TOKEN].values, dtype=np.uint64)
         if UNIT_TOKEN in labels.coords

@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 from dask.delayed import Delayed
 
-from cellscale._stages import delayed_blocks
+from cellscale._stages import shared_delayed_blocks
 from cellscale.cells import CELL_ID, METADATA_COLUMNS, cell_offsets, metadata_column
 from cellscale.measurement._features import field_features
 from cellscale.plate import PlateError, as_plate, field_stack, plate_map_columns, spatial_plate
@@ -170,8 +170,11 @@ def measured_fields(
     unknown = [c for c in chosen if c not in names]
     if unknown:
         raise PlateError(f"channels {unknown} are not in the plate; its channels are {names}")
-    stack = delayed_blocks(field_stack(plate, [names.index(c) for c in chosen]))
-    blocks = {c: delayed_blocks(labels[c].data) for c in compartments}
+    stack, *masks_of = shared_delayed_blocks(
+        field_stack(plate, [names.index(c) for c in chosen]),
+        *(labels[c].data for c in compartments),
+    )  # lazy labels: one segmentation of each field for every compartment
+    blocks = dict(zip(compartments, masks_of, strict=True))
     specs = unit_specs(labels, plate)
     options = {"intensity": intensity, "cp_measure": tuple(cp_measure)}
     meta = _meta(plate, compartments, chosen, do_3d, options)
