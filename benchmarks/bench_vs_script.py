@@ -17,8 +17,8 @@ on the same cores:
   ``skimage.segmentation.clear_border``, ``regionprops`` centroids, a per-cell crop loop
   with the mask softened by a Gaussian of 2 pixels (zero-padded at the field's edge), the
   same ResNet-18 (:class:`~cellscale.embedding.TorchEmbedder`, seed 0) on batches of 64
-  built in Python, and scikit-learn's PCA (10 components). It keeps every crop's
-  embedding in memory, as such scripts do.
+  built in Python, and scikit-learn's PCA (10 components). It keeps every crop in
+  memory until the model has seen them all, as such scripts do.
 - **cellscale**: ``cellscale.run`` with the same settings (QC off, no illumination
   correction, crops of the same size and soft mask, ResNet-18 with ``embed.enabled``,
   PCA 10) on its default LocalCluster.
@@ -61,7 +61,13 @@ def make_folder(folder: Path, wells: int, fields: int, planes: int, size: int) -
         return
     shutil.rmtree(folder, ignore_errors=True)
     plate = synthetic_plate(
-        wells=wells, fields=fields, n_z=planes, shape=(size, size), seed=SEED, plate_format=384
+        wells=wells,
+        fields=fields,
+        n_z=planes,
+        shape=(size, size),
+        cells_per_field=25.0 * (size / 256) ** 2,  # the demo's density
+        seed=SEED,
+        plate_format=384,
     )
     for w, well in enumerate(plate.coords["well"].values):
         for f in range(fields):
@@ -125,14 +131,9 @@ def run_script(folder: Path, out: Path, crop: int) -> None:
             crops.append(_soft_crop(image, cells, region.label, region.centroid, crop, ndimage))
             rows.append((well, site, region.label))
         times["crops"] += time.perf_counter() - start
-        start = time.perf_counter()
-        while len(crops) >= 64:
-            features.append(model(np.stack(crops[:64])))
-            del crops[:64]
-        times["embed"] += time.perf_counter() - start
     start = time.perf_counter()
-    if crops:
-        features.append(model(np.stack(crops)))
+    for i in range(0, len(crops), 64):
+        features.append(model(np.stack(crops[i : i + 64])))
     embeddings = np.concatenate(features)
     times["embed"] += time.perf_counter() - start
     start = time.perf_counter()
@@ -263,7 +264,7 @@ def main() -> None:
     memory: dict[str, list[float]] = {"script": [], "cellscale": []}
     for scale in (int(s) for s in args.scales.split(",")):
         wells = args.wells * scale
-        folder = DATA / f"w{wells}-f{args.fields}-z{args.planes}-{args.size}"
+        folder = DATA / f"w{wells}-f{args.fields}-z{args.planes}-{args.size}-dense"
         make_folder(folder, wells, args.fields, args.planes, args.size)
         outs = {side: DATA / "out" / f"{side}-{wells}" for side in memory}
         for out in outs.values():
