@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 import torch
 
 import cellscale
+from cellscale._stages import Ledger
 from cellscale.crops import extract_crops
 from cellscale.embedding import embed, write_embeddings
 from cellscale.embedding._torch import TorchEmbedder, model_builds
@@ -132,8 +133,8 @@ def test_written_embeddings_resume_identically_and_pca_reads_their_chunk_files(
     lazy = embed(crops, "resnet18", device="cpu", cells_per_task=8)
     reference = write_embeddings(lazy, tmp_path / "reference.zarr", chunk_cells=9, progress=False)
     out = write_embeddings(lazy, tmp_path / "emb.zarr", chunk_cells=9, progress=False)
-    ledger = zarr.open_array(str(out / ".cellscale" / "ledger"), mode="r+")
-    ledger[1] = 0  # as if the write had stopped before the second chunk
+    ledger = Ledger(zarr.open_array(str(out / ".cellscale" / "ledger"), mode="r+"))
+    ledger.clear((1,))  # as if the write had stopped before the second chunk
     write_embeddings(lazy, out, chunk_cells=9, progress=False)
     assert _files(out) == _files(reference)
     array = zarr.open_array(str(out), mode="r")

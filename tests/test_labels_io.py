@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import cellscale
-from cellscale._stages import StaleOutputError
+from cellscale._stages import Ledger, StaleOutputError
 from cellscale.io._chunks import DamagedChunkError
 from cellscale.plate import PlateError
 from cellscale.segmentation import segment
@@ -133,7 +133,7 @@ def test_open_labels_refuses_incomplete_and_names_missing(mip_store: Path) -> No
     labels = _labels(mip_store)
     cellscale.write_labels(labels, mip_store, progress=False)
     ledger = zarr.open_array(str(mip_store / "cellscale_labels/nuclei/ledger"), mode="r+")
-    ledger[0, 1, 0] = 0
+    Ledger(ledger).clear((0, 1, 0))
     with pytest.raises(
         PlateError, match=r"labels 'nuclei' are incomplete \(1 field\(s\): A02/f1/t0\)"
     ):

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 
 import cellscale
-from cellscale._stages import FileOutput, Fingerprint
+from cellscale._stages import FileOutput, Fingerprint, Ledger
 from cellscale.io._plate_index import drop_index
 from cellscale.io._rows import verify_rows
 from cellscale.io._store_setup import LEDGER_NAME
@@ -43,7 +43,7 @@ class TestPlates(OutputTests):
 
     def unfinish(self, path: Path) -> str:
         drop_index(path)
-        zarr.open_array(str(path / LEDGER_NAME), mode="r+")[0, 0, 0] = 0
+        Ledger(zarr.open_array(str(path / LEDGER_NAME), mode="r+")).clear((0, 0, 0))
         return "A01/f1/t0"
 
     def verify(self, path: Path) -> list[Any]:
@@ -72,7 +72,7 @@ class TestLabels(OutputTests):
 
     def unfinish(self, path: Path) -> str:
         ledger = zarr.open_array(str(path / "cellscale_labels" / "nuclei" / "ledger"), mode="r+")
-        ledger[0, 0, 0] = 0
+        Ledger(ledger).clear((0, 0, 0))
         return "A01/f1/t0"
 
     def verify(self, path: Path) -> list[Any]:
@@ -96,7 +96,7 @@ class TestRows(OutputTests):
         return [path / "c" / "1" / "0"]
 
     def unfinish(self, path: Path) -> str:
-        zarr.open_array(str(path / ".cellscale" / "ledger"), mode="r+")[3] = 0
+        Ledger(zarr.open_array(str(path / ".cellscale" / "ledger"), mode="r+")).clear((3,))
         return "rows 48:50"
 
     def verify(self, path: Path) -> list[Any]:
@@ -127,7 +127,7 @@ class TestCellTables(OutputTests):
         return sorted(path.glob("*/t*.parquet"))
 
     def unfinish(self, path: Path) -> str:
-        zarr.open_array(str(path / "_cellscale" / "ledger"), mode="r+")[0, 1, 0] = 0
+        Ledger(zarr.open_array(str(path / "_cellscale" / "ledger"), mode="r+")).clear((0, 1, 0))
         return "A02/t00000-f00001"
 
     def verify(self, path: Path) -> list[Any]:

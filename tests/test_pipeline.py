@@ -18,6 +18,7 @@ import yaml
 import zarr
 
 import cellscale
+from cellscale._stages import Ledger
 from cellscale.cli import main
 from cellscale.pipeline import ConfigError, load_config, run
 from cellscale.pipeline._manifest import MANIFEST, RunMismatchError
@@ -159,7 +160,7 @@ def test_the_progress_view_counts_fields_done_per_well(tmp_path: Path) -> None:
     folder = tmp_path / "plates" / "P1"
     write_synthetic_plate(folder / "raw.zarr", wells=3, fields=2, n_z=1, shape=(32, 32))
     ledger = zarr.open_array(str(folder / "raw.zarr" / "cellscale_ledger"), mode="r+")
-    ledger[0, 1, 0] = 0  # the second well's first field not done
+    Ledger(ledger).clear((0, 1, 0))  # the second well's first field not done
     wells, done = stage_progress(folder)
     assert wells == ["A01", "A02", "A03"] and list(done) == ["ingest"]
     assert done["ingest"].tolist() == [2, 1, 2]

@@ -11,6 +11,7 @@ import xarray as xr
 import zarr
 
 import cellscale
+from cellscale._stages import Ledger
 from cellscale.io import _hcs_read
 from cellscale.io._plate_index import INDEX_NAME, drop_index
 from cellscale.io._store_setup import LEDGER_NAME
@@ -100,7 +101,7 @@ def test_a_partly_written_index_is_ignored(store: Path, monkeypatch: pytest.Monk
     assert isinstance(index, zarr.Group)
     index.attrs.put({})  # as if the writer stopped before the index's attributes
     ledger = zarr.open_array(str(store / LEDGER_NAME), mode="r+")
-    ledger[0, 1, 0] = 0  # the walk must then see the truth
+    Ledger(ledger).clear((0, 1, 0))  # the walk must then see the truth
     with pytest.raises(PlateError, match=r"A02/f1/t0"):
         cellscale.open_plate(store)
 

@@ -11,6 +11,7 @@ from typing import Any
 import dask
 import zarr
 
+from cellscale._stages import Ledger
 from cellscale._stages._run import run_units
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.testing import write_synthetic_plate
@@ -33,7 +34,7 @@ def _plate(tmp_path: Path) -> Path:
     folder = tmp_path / "plates" / "P1"
     write_synthetic_plate(folder / "raw.zarr", wells=3, fields=2, n_z=1, shape=(32, 32))
     ledger = zarr.open_array(str(folder / "raw.zarr" / "cellscale_ledger"), mode="r+")
-    ledger[0, 1, 0] = 0  # the second well's first field not done
+    Ledger(ledger).clear((0, 1, 0))  # the second well's first field not done
     return folder
 
 
@@ -50,6 +51,20 @@ def test_drawing_the_page_often_reads_each_ledger_once(tmp_path: Path) -> None:
     assert "<caption>ingest: 5 / 6 fields</caption>" in page
     # the 6 units' chunks: read once as the page starts, once for the last page
     assert 0 < len(_OPENED) <= 2 * 6, len(_OPENED)
+
+
+def test_a_finished_store_is_checked_in_one_read_of_its_sealed_ledger(tmp_path: Path) -> None:
+    folder = tmp_path / "plates" / "P1"
+    write_synthetic_plate(folder / "raw.zarr", wells=3, fields=2, n_z=1, shape=(32, 32))
+    _OPENED.clear()
+    _WATCHING.append(str(tmp_path))
+    try:
+        with ProgressPage(tmp_path, ["P1"], interval=60):
+            pass
+    finally:
+        _WATCHING.clear()
+    assert "<caption>ingest: 6 / 6 fields</caption>" in (tmp_path / PROGRESS_PAGE).read_text()
+    assert _OPENED == []  # no unit's chunk: the sealed record in the ledger's metadata
 
 
 def test_a_watched_stage_is_counted_from_its_finished_units(tmp_path: Path) -> None:

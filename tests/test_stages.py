@@ -7,11 +7,14 @@ import pickle
 from pathlib import Path
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
+import xarray as xr
 import zarr
 from distributed import Client
 
+import cellscale
 from cellscale._stages import (
     Fingerprint,
     Ledger,
@@ -26,6 +29,8 @@ from cellscale._stages import (
     task_key,
     unit_token,
 )
+from cellscale.io._raw_rows import BOOKS
+from cellscale.testing import write_synthetic_plate
 
 SCHEDULERS = ["threads", "sync", "distributed"]
 
@@ -188,6 +193,45 @@ def test_ledger_records_tokens_and_zero_means_not_done(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="never 0"):
         reopened.mark((0, 0), 0)
     assert Ledger.open(group, "absent") is None
+
+
+def test_a_sealed_ledger_reads_one_record_and_clearing_a_unit_unseals_it(
+    tmp_path: Path,
+) -> None:
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    ledger = Ledger.create(group, "ledger", (2, 3))
+    ledger.mark((0, 0), unit_token("a"))
+    assert not ledger.seal()  # incomplete: nothing is sealed
+    for index in np.ndindex(2, 3):
+        ledger.mark(index, unit_token("b", index))
+    expected = ledger.tokens()
+    assert ledger.seal()
+    for index in np.ndindex(2, 3):  # a unit chunk lost behind the seal's back
+        (tmp_path / "g.zarr" / "ledger" / "c" / str(index[0]) / str(index[1])).unlink()
+    reopened = Ledger.open(zarr.open_group(str(tmp_path / "g.zarr"), mode="r"), "ledger")
+    assert reopened is not None
+    np.testing.assert_array_equal(reopened.tokens(), expected)  # from the one record
+    ledger.clear((1, 2))  # a writer about to redo a unit drops the seal first
+    assert not reopened.done().any()  # every unit is read again: the lost chunks are not done
+    ledger.mark((1, 2), unit_token("c"))
+    assert reopened.tokens()[1, 2] == np.uint64(unit_token("c"))
+
+
+def test_every_writer_seals_the_ledger_of_the_output_it_finished(tmp_path: Path) -> None:
+    plate = tmp_path / "p.zarr"
+    write_synthetic_plate(plate, wells=2, fields=1, n_z=1, shape=(32, 32))
+    rows = xr.DataArray(
+        da.ones((10, 4), chunks=(5, 4), dtype="float32"),
+        dims=("cell", "feature"),
+        coords={"cell_id": ("cell", np.arange(10))},
+    )
+    lazy = cellscale.write_embeddings(rows, tmp_path / "e.zarr", progress=False, compute=False)
+    dask.compute(lazy)
+    for group, name in [
+        (zarr.open_group(str(plate), mode="r"), "cellscale_ledger"),
+        (zarr.open_group(str(tmp_path / "e.zarr" / BOOKS), mode="r"), "ledger"),
+    ]:
+        assert "cellscale_sealed" in group[name].attrs, name
 
 
 def test_one_writer_per_output(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ from cellscale.crops._measured import cut_measured
 from cellscale.embedding._embed import embed
 from cellscale.embedding._protocol import Embedder
 from cellscale.embedding._write import embedding_units
-from cellscale.measurement._parquet import cell_units, cells_fingerprint
+from cellscale.io._rows import seal_rows
+from cellscale.measurement._parquet import cell_units, cells_fingerprint, seal_cells
 from cellscale.measurement._table import measured_fields
 
 __all__ = ["PassOutput", "StalePassOutputError", "write_cell_pass"]
@@ -145,6 +146,19 @@ def write_cell_pass(
         names = [f"cells {n}" for n in names] + [f"embeddings {n}" for n in chunks]
         if not compute:
             leases = (take_lease(cells_path), take_lease(embeddings_path))
-            return lazy_units("cell-pass", tasks, names, lease=leases)
+            return lazy_units(
+                "cell-pass",
+                tasks,
+                names,
+                lease=leases,
+                then=lambda: _seal(cells_path, embeddings_path),
+            )
         run_units("cell-pass", tasks, names, client=client, progress=progress)
+        _seal(cells_path, embeddings_path)
     return cells_path, embeddings_path
+
+
+def _seal(cells_path: Path, embeddings_path: Path) -> None:
+    """Seal both outputs' ledgers (see :meth:`Ledger.seal`); hold their leases or locks."""
+    seal_cells(cells_path)
+    seal_rows(embeddings_path)

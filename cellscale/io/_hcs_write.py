@@ -195,10 +195,14 @@ def write_plate(
 def _index_after(path: Path, layout: PlateLayout) -> None:
     """Index the plate once every unit was written (a failure raised before this).
 
-    A write that had nothing to do leaves an existing index as it is.
+    A write that had nothing to do leaves an existing index as it is. The completion
+    ledger is sealed, so that checking the store reads one record (:meth:`Ledger.seal`).
     """
     if not (path / INDEX_NAME).is_dir():
         write_index(path, layout)
+    ledger = Ledger.open(zarr.open_group(str(path), mode="r+"), LEDGER_NAME)
+    if ledger is not None:
+        ledger.seal()
 
 
 def plate_fingerprint(plate: xr.DataArray, settings: Any) -> Fingerprint:
@@ -274,7 +278,7 @@ def _prepare(
         assert settings.levels is not None
         arrays = _open_arrays(root, sorted(needed), settings.levels)
     coords = open_unit_coords(root, store_layout)
-    recorder = records(root, store_layout) if records is not None else None
+    recorder = records(root, store_layout) if records is not None and todo else None
     tasks, names = _write_tasks(
         plate, layout, store_layout, todo, arrays, coords, ledger, path, recorder
     )

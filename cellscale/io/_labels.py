@@ -144,10 +144,20 @@ def write_labels(
         remove_partials(path)
         books = {name: _books(root, record, labels, name, overwrite) for name in names}
         tasks, units = _unit_tasks(labels, record.layout, root, books, path, rewrite)
+        ledgers = [book.ledger for book in books.values()]
         if not compute:
-            return lazy_units("write-labels", tasks, units, lease=take_lease(path))
+            return lazy_units(
+                "write-labels", tasks, units, lease=take_lease(path), then=lambda: _seal(ledgers)
+            )
         run_units("write-labels", tasks, units, client=client, progress=progress)
+        _seal(ledgers)
     return path
+
+
+def _seal(ledgers: Sequence[Ledger]) -> None:
+    """Seal each compartment's ledger (see :meth:`Ledger.seal`); hold the store's lock."""
+    for ledger in ledgers:
+        ledger.seal()
 
 
 def open_labels(

@@ -99,9 +99,19 @@ def write_rows(
             overwrite=overwrite,
         )
         if not compute:
-            return lazy_units(stage, tasks, names, lease=take_lease(path))
+            return lazy_units(
+                stage, tasks, names, lease=take_lease(path), then=lambda: seal_rows(path)
+            )
         run_units(stage, tasks, names, client=client, progress=progress, weights=sizes)
+        seal_rows(path)
     return path
+
+
+def seal_rows(path: Path) -> None:
+    """Seal the ledger of the row array at ``path`` (see :meth:`Ledger.seal`); hold its lock."""
+    ledger = Ledger.open(zarr.open_group(str(path / BOOKS), mode="r+"), "ledger")
+    assert ledger is not None
+    ledger.seal()
 
 
 def row_units(

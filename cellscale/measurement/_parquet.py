@@ -103,9 +103,19 @@ def write_cells(
     with output_lock(path):
         tasks, names = cell_units(labels, fields, fingerprint, path, overwrite=overwrite)
         if not compute:
-            return lazy_units("write-cells", tasks, names, lease=take_lease(path))
+            return lazy_units(
+                "write-cells", tasks, names, lease=take_lease(path), then=lambda: seal_cells(path)
+            )
         run_units("write-cells", tasks, names, client=client, progress=progress)
+        seal_cells(path)
     return path
+
+
+def seal_cells(path: Path) -> None:
+    """Seal the ledger of the cell table at ``path`` (see :meth:`Ledger.seal`); hold its lock."""
+    ledger = Ledger.open(_books(path, "r+"), "ledger")
+    assert ledger is not None
+    ledger.seal()
 
 
 def cells_fingerprint(

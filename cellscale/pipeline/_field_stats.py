@@ -45,6 +45,7 @@ from cellscale._stages import (
     DamagedOutputError,
     Ledger,
     Opaque,
+    OutputLockedError,
     delayed_blocks,
     output_lock,
     run_units,
@@ -87,14 +88,17 @@ class FieldRecorder:
 def recorder(root: zarr.Group, layout: PlateLayout) -> FieldRecorder:
     """The recorder of the plate store at ``root``, its statistics group set up if need be.
 
-    An existing group made with the same definitions is kept as it is; any other is
-    replaced by an empty one. Call under the store's lock.
+    An existing group made with the same definitions is kept as it is (its ledger
+    unsealed, as its units are about to be recorded); any other is replaced by an empty
+    one. Call under the store's lock.
     """
     definitions = _definitions(layout)
     group = root.get(STATS_GROUP)
     if not (isinstance(group, zarr.Group) and _matches(group, layout, definitions)):
         group = _create(root, layout, definitions)
-    return _recorder(group, definitions)
+    made = _recorder(group, definitions)
+    made.ledger.unseal()
+    return made
 
 
 def complete(plate: xr.DataArray, path: Path, *, client: Any = None, progress: bool = True) -> int:
@@ -113,6 +117,7 @@ def complete(plate: xr.DataArray, path: Path, *, client: Any = None, progress: b
         As for :func:`~cellscale._stages.run_units`.
     """
     if not _stale_units(path):
+        _seal(path)
         return 0
     with output_lock(path):
         layout, root = _open(path, "r+")
@@ -133,7 +138,21 @@ def complete(plate: xr.DataArray, path: Path, *, client: Any = None, progress: b
             names.append(_name(layout, (t, w, f)))
         with progress_label(f"field stats {plate.name}", unit="field", total=len(tasks)):
             run_units("field-stats", tasks, names, client=client, progress=progress)
+        record.ledger.seal()
     return len(todo)
+
+
+def _seal(path: Path) -> None:
+    """Seal the complete statistics' ledger, unless a writer holds the store (it seals later)."""
+    try:
+        with output_lock(path):
+            _, root = _open(path, "r+")
+            group = root.get(STATS_GROUP)
+            ledger = Ledger.open(group, "ledger") if isinstance(group, zarr.Group) else None
+            if ledger is not None:
+                ledger.seal()
+    except (OutputLockedError, OSError):  # held by a writer, or a store the user cannot lock
+        pass
 
 
 def qc_metrics(
