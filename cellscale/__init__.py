@@ -1,9 +1,9 @@
 """cellscale: high-content screening from raw images to single-cell profiles, out of core.
 
-The public API is re-exported here and imported lazily, as are the :mod:`cellscale.plots`,
-:mod:`cellscale.quality`, :mod:`cellscale.synthetic` and :mod:`cellscale.testing`
-submodules, so ``import cellscale`` stays cheap and never imports torch, cellpose or
-matplotlib.
+The public API is re-exported here and imported lazily, as are the
+:mod:`cellscale.learning`, :mod:`cellscale.plots`, :mod:`cellscale.quality`,
+:mod:`cellscale.synthetic` and :mod:`cellscale.testing` submodules, so ``import cellscale``
+stays cheap and never imports torch, cellpose or matplotlib.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cellscale import config as _config  # noqa: F401  (merges the YAML defaults into dask config)
 
 if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __getattr__
+    from cellscale import learning as learning
     from cellscale import plots as plots
     from cellscale import quality as quality
     from cellscale import synthetic as synthetic
@@ -44,6 +45,8 @@ if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __g
     from cellscale.io import verify_plate as verify_plate
     from cellscale.io import write_labels as write_labels
     from cellscale.io import write_plate as write_plate
+    from cellscale.learning import Training as Training
+    from cellscale.learning import train as train
     from cellscale.measurement import measure as measure
     from cellscale.measurement import read_cells as read_cells
     from cellscale.measurement import well_summary as well_summary
@@ -122,9 +125,11 @@ _EXPORTS: dict[str, str] = {
     "flagged_fields": "cellscale.quality",
     "write_qc": "cellscale.quality",
     "read_qc": "cellscale.quality",
+    "train": "cellscale.learning",
+    "Training": "cellscale.learning",
 }
 #: Submodules reachable as attributes of the package, imported on first use.
-_SUBMODULES = ("plots", "quality", "synthetic", "testing")
+_SUBMODULES = ("learning", "plots", "quality", "synthetic", "testing")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

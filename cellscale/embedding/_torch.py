@@ -293,7 +293,8 @@ def load_weights(arch: str, path: str | Path, *, in_channels: int | None = None)
     Parameters
     ----------
     arch
-        One of :data:`ARCHITECTURES`; a state dict must fit it exactly.
+        One of :data:`ARCHITECTURES`; a state dict must fit it exactly, except that its
+        classification head (``fc``) may have any number of classes (a trained classifier).
     path
         A state dict (loaded with ``weights_only=True``; one under a ``"state_dict"`` key
         is taken) or a TorchScript file, which is the network whatever ``arch`` is.
@@ -321,6 +322,9 @@ def load_weights(arch: str, path: str | Path, *, in_channels: int | None = None)
     state = _read_state(path, torch)
     channels = in_channels or _stem_channels(arch, state)
     net = _network(arch, channels, imagenet=False)
+    head = _shape(state.get("fc.weight"))
+    if len(head) == 2 and head[1] == net.fc.in_features:  # a classifier of any number of classes
+        net.fc = torch.nn.Linear(head[1], head[0], bias="fc.bias" in state)
     mismatch = _mismatch(net.state_dict(), state)
     if mismatch:
         raise ValueError(

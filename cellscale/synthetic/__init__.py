@@ -6,10 +6,18 @@ phenotypes follow a plate map (:func:`default_plate_map`, :func:`plate_wells`,
 :func:`synthetic_focal_planes` give its ground truth, :func:`illumination_truth` its
 flatfield (and :data:`CAMERA_OFFSET` its darkfield), and :func:`write_synthetic_plate`
 streams one to an OME-Zarr store for plates larger than memory; :func:`blob_field` is a
-single field of bright blobs for segmenters. The demo, the pipeline's
+single field of bright blobs for segmenters. :func:`with_batch_effect` shifts a plate as
+if imaged in another batch (:func:`batch_plate_map`, :func:`synthetic_screen_plates` for
+screens of several plates). The demo, the pipeline's
 ``synthetic`` plates, the tests and the benchmarks all draw their screens from here.
 """
 
+from cellscale.synthetic._batch import (
+    BATCH_COLUMN,
+    batch_plate_map,
+    synthetic_screen_plates,
+    with_batch_effect,
+)
 from cellscale.synthetic._blobs import blob_field
 from cellscale.synthetic._model import CellModel
 from cellscale.synthetic._platemap import (
@@ -24,12 +32,14 @@ from cellscale.synthetic._truth import synthetic_cells, synthetic_focal_planes, 
 from cellscale.synthetic._write import write_synthetic_plate
 
 __all__ = [
+    "BATCH_COLUMN",
     "CAMERA_OFFSET",
     "CHANNEL_KINDS",
     "DEFAULT_CONCENTRATIONS",
     "DTYPES",
     "PLATE_FORMATS",
     "CellModel",
+    "batch_plate_map",
     "blob_field",
     "default_plate_map",
     "illumination_truth",
@@ -38,5 +48,7 @@ __all__ = [
     "synthetic_focal_planes",
     "synthetic_labels",
     "synthetic_plate",
+    "synthetic_screen_plates",
+    "with_batch_effect",
     "write_synthetic_plate",
 ]
