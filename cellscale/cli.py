@@ -66,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(run=_run)
 
+    train = commands.add_parser(
+        "train",
+        help="train a classifier on a screen's cells from a config file, evaluated on held-out "
+        "wells and batches, resumably",
+    )
+    train.add_argument("config", type=Path, help="the training's YAML config")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a training of other cells or settings"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(run=_train)
+
     demo = commands.add_parser("demo", help="run the pipeline on a synthetic screen")
     demo.add_argument("--out", type=Path, default=Path("demo-output"), help="output folder")
     demo.add_argument("--plates", type=int, default=2)
@@ -246,6 +258,23 @@ def _run(args: argparse.Namespace) -> int:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr, flush=True)
         return 130
     print(summary)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train as the config says; Ctrl-C stops with one line (the epochs done are kept)."""
+    from cellscale.learning._job import load_train_job, run_train_job
+
+    job = load_train_job(args.config)
+    try:
+        training = run_train_job(job, progress=not args.no_progress, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("\ninterrupted; rerun the same command to resume", file=sys.stderr, flush=True)
+        return 130
+    print(training)
     return 0
 
 

@@ -52,6 +52,8 @@ class Training:
         The class names (index order) and the batches (``["all"]`` without a domain column).
     history
         One row per epoch: losses and accuracies.
+    epochs_run
+        The epochs this call trained (0 when the folder held the finished training).
     evaluation
         The tables of :func:`~cellscale.learning._evaluate.evaluate` on every part other
         than training, with ``batch_from_features`` in ``metrics`` when there are batches.
@@ -63,6 +65,7 @@ class Training:
     classes: list[str]
     domains: list[str]
     history: pd.DataFrame
+    epochs_run: int
     evaluation: dict[str, pd.DataFrame]
 
     def __str__(self) -> str:
@@ -203,7 +206,7 @@ def train(
         client=client,
         progress=progress,
         overwrite=overwrite,
-        data_token=tokenize(data.token, chosen.parts, augment, balance),
+        data_token=tokenize(data.token, _groups(chosen), augment, balance),
     )
 
     def assess(partial: Path) -> None:
@@ -217,7 +220,7 @@ def train(
     made = Fingerprint(
         "evaluation",
         inputs={"model": _sha(trained.model)},
-        parameters={"split": sorted(parts), "data": data.token},
+        parameters={"split": _groups(chosen), "data": data.token},
     )
     if evaluation.state(made) != "current":
         evaluation.write(made, assess, overwrite=True)
@@ -232,6 +235,7 @@ def train(
         classes=list(plain.classes),
         domains=list(plain.domains),
         history=trained.metrics,
+        epochs_run=trained.epochs_run,
         evaluation=tables,
     )
 
@@ -271,6 +275,8 @@ class _Data:
 
         if plate.cells is None:
             raise ValueError(f"plate {plate.name!r} has no cell table to cut crops from")
+        if isinstance(plate.cells, pd.DataFrame):
+            return plate.cells
         return cellscale.read_cells(plate.cells).compute()
 
     def _names(self) -> tuple[list[str], list[str]]:
@@ -328,7 +334,11 @@ def _identity(plate: PlateInput) -> Any:
     from cellscale.learning._dataset import _open_plate
     from cellscale.measurement import cells_digest
 
-    cells = cells_digest(plate.cells) if plate.cells is not None else None
+    cells: str | None = None
+    if isinstance(plate.cells, pd.DataFrame):
+        cells = tokenize(plate.cells)
+    elif plate.cells is not None:
+        cells = cells_digest(plate.cells)
     return [plate.name, _open_plate(plate.plate).data.name, cells]
 
 
@@ -373,6 +383,11 @@ def _split(
         split = split_by_well(rows, test=test, validation=validation, seed=seed)
     saved.write(made, split.save, overwrite=overwrite)
     return split
+
+
+def _groups(split: Any) -> dict[str, list[str]]:
+    """A split's groups in a stable order (a set's order changes between processes)."""
+    return {part: sorted(map(repr, groups)) for part, groups in split.parts.items()}
 
 
 def _metadata(rows: pd.DataFrame, column: str) -> str:

@@ -75,7 +75,7 @@ class TrainingFolder:
         return self.out / "metrics.parquet"
 
     def prepare(self, *, overwrite: bool = False) -> None:
-        """Check the folder was made with these settings (or clear it), then record them.
+        """Check the folder was made with these settings, or clear it (``overwrite``); record them.
 
         Call it while holding :func:`~cellscale._stages.output_lock` on the folder.
 
@@ -87,14 +87,14 @@ class TrainingFolder:
         """
         self.out.mkdir(parents=True, exist_ok=True)
         record = self.out / ".cellscale-training.json"
+        stored = Fingerprint.from_json(json.loads(record.read_text())) if record.exists() else None
+        remove_partials(self.out)
+        if stored is not None and not stored.differences(self.fingerprint):
+            return  # made with these settings: resume it
         if overwrite:
             self._clear()
-        elif record.exists():
-            stored = Fingerprint.from_json(json.loads(record.read_text()))
+        elif stored is not None or any((self.out / name).exists() for name in _OUTPUTS):
             check_fingerprint(stored, self.fingerprint, self.out)
-        elif any((self.out / name).exists() for name in _OUTPUTS):
-            check_fingerprint(None, self.fingerprint, self.out)
-        remove_partials(self.out)
         with atomic_path(record) as partial:
             partial.write_text(json.dumps(self.fingerprint.to_json(), indent=1, sort_keys=True))
 

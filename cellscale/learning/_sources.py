@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 __all__ = ["IMAGES", "PlateInput", "plate_inputs"]
 
 #: Which of a run's plate stores crops are cut from: the projection (2D crops) or the
@@ -28,14 +30,15 @@ class PlateInput:
     plate
         The plate store, or a plate DataArray (lazy: it is opened in each data worker).
     cells
-        The plate's cell table (``cells.parquet``); ``None`` to train on whole fields.
+        The plate's cell table (``cells.parquet``), or a DataFrame of its rows (some of
+        them, or with a column added to learn); ``None`` to train on whole fields.
     labels
         The store holding the labels the table was measured from (for masked crops).
     """
 
     name: str
     plate: Any
-    cells: Path | None = None
+    cells: Path | pd.DataFrame | None = None
     labels: Any = None
 
 
@@ -48,7 +51,8 @@ def plate_inputs(source: Any, *, images: str = "projected") -> list[PlateInput]:
         The output folder of :func:`cellscale.run` (every plate in the run's order, crops
         cut from ``plates/<name>/projected.zarr`` or ``raw.zarr``, cells from
         ``cells.parquet``), or a sequence of :class:`PlateInput` or of mappings with the
-        keys ``plate``, ``cells`` and optionally ``labels`` and ``name``.
+        keys ``plate``, ``cells`` (a cell table or a DataFrame of its rows) and optionally
+        ``labels`` and ``name``.
     images
         For a run folder: ``"projected"`` or ``"raw"`` (Z stacks, for 3D crops).
 
@@ -103,9 +107,10 @@ def _plate(item: Any, position: int) -> PlateInput:
     unknown = sorted(set(item) - {"plate", "cells", "labels", "name"})
     if unknown:
         raise ValueError(f"plate {position} of the source: unknown keys {unknown}")
-    plate = item["plate"]
-    cells = None if item.get("cells") is None else Path(item["cells"])
-    if cells is not None and not cells.exists():
+    plate, cells = item["plate"], item.get("cells")
+    if isinstance(cells, str | Path):
+        cells = Path(cells)
+    if isinstance(cells, Path) and not cells.exists():
         raise FileNotFoundError(f"plate {position} of the source: no cell table at {cells}")
     if isinstance(plate, str | Path) and not Path(plate).exists():
         raise FileNotFoundError(f"plate {position} of the source: no plate store at {plate}")

@@ -7,7 +7,9 @@ images and labels once; they stay two stages in the summary and the manifest,
 embeddings and keeps the table). The pass's time is counted under ``measure``. Otherwise
 the pass is the measurement alone. With ``crops.border: drop`` the rows of the embeddings
 are known only once the table says which boxes reach past their field, so the crops are
-then cut from the written table, reading the fields a second time.
+then cut from the written table, reading the fields a second time, as they are when the
+run trains its own network first (``train.enabled``): the cells are measured here and
+embedded once the network is trained (:func:`embed_from_table`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cellscale.pipeline._segment_check import check_plate_segmentation
 from cellscale.pipeline._state import REWRITTEN, RunState, step, store_stage
 from cellscale.report import StageRecord
 
-__all__ = ["cell_pass"]
+__all__ = ["cell_pass", "embed_from_table"]
 
 
 def cell_pass(
@@ -35,9 +37,10 @@ def cell_pass(
     import cellscale
 
     folder = state.plate_dir(plate)
-    cells_path, embeddings_path = folder / "cells.parquet", folder / "embeddings.zarr"
+    cells_path = folder / "cells.parquet"
     n_cells = int(np.asarray(labels.coords["n_objects"].values).sum())
-    fused = state.config.embed.active and state.config.crops.border == "pad" and n_cells > 0
+    embeds = state.config.embed.active and not state.config.train.enabled
+    fused = embeds and state.config.crops.border == "pad" and n_cells > 0
     if fused:
         _measure_and_embed(state, plate, images, labels, fields, n_cells)
     else:
@@ -46,8 +49,8 @@ def cell_pass(
     check_plate_segmentation(state, plate, cells)
     if n_cells == 0:
         state.problems.append(f"plate {plate.name}: no cells were found")
-    elif state.config.embed.active and not fused:
-        _embed_from_table(state, plate, images, labels, cells, embeddings_path)
+    elif embeds and not fused:
+        embed_from_table(state, plate, images, labels)
 
 
 def _measure(
@@ -130,17 +133,17 @@ def _measure_and_embed(
     state.record(StageRecord("embed", 0.0, n_cells, status["embeddings"]), plate.name)
 
 
-def _embed_from_table(
-    state: RunState,
-    plate: PlateConfig,
-    images: xr.DataArray,
-    labels: xr.Dataset,
-    cells: Any,
-    path: Path,
+def embed_from_table(
+    state: RunState, plate: PlateConfig, images: xr.DataArray, labels: xr.Dataset
 ) -> None:
-    """Cut every cell's crop from the written table and embed it (``crops.border: drop``)."""
+    """Cut every cell's crop from the written table and embed it (``embeddings.zarr``).
+
+    For ``crops.border: drop``, and after the run trained its network (``train``).
+    """
     import cellscale
 
+    path = state.plate_dir(plate) / "embeddings.zarr"
+    cells = cellscale.read_cells(state.plate_dir(plate) / "cells.parquet")
     crops_config = state.config.crops
     crops = cellscale.extract_crops(
         images,

@@ -48,7 +48,9 @@ __all__ = [
     "ReportConfig",
     "RunConfig",
     "SegmentConfig",
+    "SplitConfig",
     "SyntheticSource",
+    "TrainConfig",
     "as_dict",
     "load_config",
 ]
@@ -183,6 +185,20 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         _choose("cluster.kind", self.kind, ("local", "slurm"))
+
+    def start(self, logs: Path) -> Any:
+        """Start this cluster (:func:`cellscale.start_cluster`): a context giving its client.
+
+        ``logs`` is where its workers' logs go unless ``options`` says otherwise.
+        """
+        import cellscale
+
+        options = dict(self.options)
+        if self.n_workers is not None:
+            options["n_workers"] = self.n_workers
+        return cellscale.start_cluster(
+            self.kind, gpu_workers=self.gpu_workers, default_log_directory=logs, **options
+        )
 
 
 @dataclass(frozen=True)
@@ -334,6 +350,70 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class SplitConfig:
+    """How a training's samples are split (:func:`cellscale.train`): whole wells, never cells.
+
+    ``test`` and ``validation`` are the fractions of each class's wells held out;
+    ``hold_out`` holds one column's values out entirely (``{"Metadata_Batch": ["b3"]}``:
+    a batch, a plate or an experiment).
+    """
+
+    test: float = 0.2
+    validation: float = 0.1
+    hold_out: dict[str, Any] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Train a classifier on the run's cells before embedding them (:func:`cellscale.train`).
+
+    When ``enabled``, every plate is measured first; a classifier of ``embed.model`` is
+    trained on crops cut as ``crops`` says (``images: raw`` cuts 3D crops from the Z
+    stacks, for ``r3d_18``) to predict ``label`` (a column, or a list of columns joined),
+    split by ``split``, evaluated on what it held out; then the cells are embedded with
+    its weights (``<output>/training/model/weights.pt``), which replace ``embed.weights``.
+    ``domain`` names the batch column for per-batch accuracy and, with ``adversarial``
+    > 0, a domain-adversarial head; ``reconstruction`` > 0 adds an autoencoder head.
+    ``balance`` draws every class equally often.
+    """
+
+    enabled: bool = False
+    label: Any = None
+    domain: str | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    images: str = "projected"
+    reconstruction: float = 0.0
+    adversarial: float = 0.0
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment: bool = True
+    balance: bool = False
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choose("train.images", self.images, ("projected", "raw"))
+        if self.enabled and not self.label:
+            raise ConfigError("train.label: name the column (or columns) to predict")
+        if self.label is not None and not (
+            isinstance(self.label, str)
+            or (
+                isinstance(self.label, list | tuple) and all(isinstance(c, str) for c in self.label)
+            )
+        ):
+            raise ConfigError(
+                f"train.label: expected a column or a list of columns, got {self.label!r}"
+            )
+        if self.adversarial and self.domain is None:
+            raise ConfigError("train.adversarial needs train.domain, the batch column")
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
+
+
+@dataclass(frozen=True)
 class PCAConfig:
     """Exact PCA of the embeddings (:class:`cellscale.PCA`)."""
 
@@ -408,6 +488,7 @@ class RunConfig:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     crops: CropsConfig = field(default_factory=CropsConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -9,6 +9,7 @@ embeds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -24,11 +25,20 @@ from cellscale.pipeline._plate_source import fields_present, plate_source
 from cellscale.pipeline._preflight import check_channels
 from cellscale.pipeline._state import RunState, store_stage
 
-__all__ = ["run_plate"]
+__all__ = ["PlateImages", "run_plate"]
 
 
-def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
-    """Ingest, project, segment, measure and embed one plate; return the projected plate."""
+@dataclass(frozen=True)
+class PlateImages:
+    """A plate's images as the run left them: projected, as measured (corrected), labels."""
+
+    projected: xr.DataArray
+    images: xr.DataArray
+    labels: xr.Dataset
+
+
+def run_plate(state: RunState, plate: PlateConfig) -> PlateImages:
+    """Ingest, project, segment, measure and embed one plate; return its images."""
     folder = state.plate_dir(plate)
     folder.mkdir(parents=True, exist_ok=True)
     raw = plate_source(state, plate, folder / "raw.zarr")
@@ -40,7 +50,7 @@ def run_plate(state: RunState, plate: PlateConfig) -> xr.DataArray:
     seen = images if state.config.segment.corrected else projected
     labels = _segment(state, plate, seen, exclude, folder / "projected.zarr", fields)
     cell_pass(state, plate, images, labels, fields)
-    return projected
+    return PlateImages(projected, images, labels)
 
 
 def _project(

@@ -10,6 +10,8 @@ plates or files, and :func:`cellscale.pipeline.run` calls it before it writes an
   columns (read from the file; a synthetic plate's are those of its dose series) and each
   plate's ``metadata`` keys, as ``Metadata_<name>``. ``<Compartment>_AreaShape_…``
   features are known only once cells are measured, so they are not checked.
+- ``train.label``, ``train.domain`` and the column of ``train.split.hold_out`` are such
+  columns too (or their short names: ``treatment`` for ``Metadata_treatment``).
 - A plate's ``metadata`` key does not replace a column its cells already have.
 - ``embed.weights`` loads on the CPU into ``embed.model`` taking the plates' channels
   (where the config knows them: synthetic plates), and the network has ``embed.layer``.
@@ -41,6 +43,7 @@ from cellscale.pipeline._config import (
     PlateConfig,
     ProfilesConfig,
     RunConfig,
+    TrainConfig,
     _hint,
 )
 
@@ -71,7 +74,10 @@ column 'Metadata_treatmnet'; did you mean 'Metadata_treatment'?
     """
     if not config.plates:
         raise ConfigError("plates: the run names no plates")
-    _check_profiles(config.profiles, cell_columns(config))
+    columns = cell_columns(config)
+    _check_profiles(config.profiles, columns)
+    if config.train.enabled:
+        _check_train(config.train, columns)
     _check_weights(config.embed, _channel_counts(config))
     _check_segmenter_model(config)
     for plate in config.plates:
@@ -189,6 +195,17 @@ def _check_profiles(profiles: ProfilesConfig, columns: list[str]) -> None:
                 _check_column("profiles.controls", name, columns)
     for i, name in enumerate(profiles.by):
         _check_column(f"profiles.by[{i}]", name, columns)
+
+
+def _check_train(train: TrainConfig, columns: list[str]) -> None:
+    labels = [train.label] if isinstance(train.label, str) else list(train.label)
+    named = [(f"train.label[{i}]", name) for i, name in enumerate(labels)]
+    if train.domain is not None:
+        named.append(("train.domain", train.domain))
+    named += [("train.split.hold_out", str(name)) for name in train.split.hold_out or {}]
+    for where, name in named:
+        if name not in columns:
+            _check_column(where, metadata_column(name), columns)
 
 
 def _check_column(where: str, name: str, columns: list[str]) -> None:

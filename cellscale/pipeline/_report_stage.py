@@ -270,7 +270,9 @@ def _galleries(state: RunState, plates: list[xr.DataArray], cells: pd.DataFrame)
 
 def _notes(config: RunConfig) -> list[str]:
     embed = config.embed
-    if embed.weights:
+    if config.train.enabled:
+        model = f"{embed.model} trained by the run to predict {config.train.label!r} (training/)"
+    elif embed.weights:
         model = f"{embed.model} with the weights in {embed.weights}"
     else:
         model = (

@@ -12,6 +12,8 @@ Outputs, under the config's ``output`` folder::
     plates/<name>/embeddings.zarr   one row per crop, aligned by cell_id (when embedding)
     plates/<name>/scores.parquet    the plate's embedded cells: cell_id, metadata and
                                     principal components (idem)
+    training/                       the network the run trained (train.enabled): split,
+                                    checkpoints, weights.pt, evaluation on held-out wells
     profiles/pca.npz                the PCA fitted on every plate's embeddings (idem)
     profiles/wells.parquet          per-well profiles: Metadata_* columns, then the selected
                                     features (measured, and Embedding_<i> if asked for),
@@ -26,7 +28,8 @@ units, outputs made from other inputs or settings are made again, and so is ever
 after them, since their fingerprints name their inputs by content. Nothing depends on the
 output folder's path, so a moved run folder resumes where it was. One run at a time holds
 the folder. The stages live in :mod:`~cellscale.pipeline._plate_stages`,
-:mod:`~cellscale.pipeline._image_stages`, :mod:`~cellscale.pipeline._screen` and
+:mod:`~cellscale.pipeline._image_stages`, :mod:`~cellscale.pipeline._train_stage`,
+:mod:`~cellscale.pipeline._screen` and
 :mod:`~cellscale.pipeline._report_stage`; this module orchestrates them.
 """
 
@@ -58,6 +61,7 @@ from cellscale.pipeline._screen import (
     screen_cells,
 )
 from cellscale.pipeline._state import RunState
+from cellscale.pipeline._train_stage import train_stage
 from cellscale.report import StageRecord
 
 __all__ = ["RunLockedError", "RunSummary", "run"]
@@ -175,7 +179,10 @@ def run(
                 print(
                     f"progress per plate and well: {page.url} or {out / PROGRESS_PAGE}", flush=True
                 )
-            plates = [run_plate(state, plate) for plate in config.plates]
+            images = [run_plate(state, plate) for plate in config.plates]
+            if config.train.enabled:
+                train_stage(state, images)
+            plates = [p.projected for p in images]
             screen = screen_cells(state)
             _screen_stages(state, plates, screen)
     return RunSummary(
@@ -231,17 +238,7 @@ def _client(config: RunConfig, client: Any) -> Iterator[Any]:
     if client is not None:
         yield client
         return
-    import cellscale
-
-    options = dict(config.cluster.options)
-    if config.cluster.n_workers is not None:
-        options["n_workers"] = config.cluster.n_workers
-    with cellscale.start_cluster(
-        config.cluster.kind,
-        gpu_workers=config.cluster.gpu_workers,
-        default_log_directory=Path(config.output) / "logs",
-        **options,
-    ) as started:
+    with config.cluster.start(Path(config.output) / "logs") as started:
         yield started
 
 
