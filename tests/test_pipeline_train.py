@@ -68,7 +68,7 @@ def test_a_run_trains_then_embeds_with_its_own_weights_and_resumes_without_train
     split = json.loads((out / "training" / "split.json").read_text())
     assert split  # the wells of each part, reused by the rerun
     report = (out / "report" / "index.html").read_text()
-    assert "trained by the run to predict" in report
+    assert "trained by the run to predict" in report and "<h2>Training</h2>" in report
 
     again = cellscale.run(_config(out), progress=False)
     assert {s.name: s for s in again.stages}["train"].status == "finished before, checked"

@@ -16,6 +16,7 @@ from cellscale.report import (
     Overlay,
     ReportInputs,
     StageRecord,
+    TrainingResults,
     write_report,
 )
 from cellscale.report._images import overlay_figure
@@ -303,6 +304,56 @@ def test_gallery_grid(report: tuple[Path, str]) -> None:
     (gallery,) = (index.parent / "figures").glob("crops-01-*.png")
     # 5 crops of 16 px enlarged 4x to 64, 3 columns x 2 rows, 2 px gaps
     assert imread(gallery).shape[:2] == (2 * 66 + 2, 3 * 66 + 2)
+
+
+def test_a_run_without_training_has_no_training_section(report: tuple[Path, str]) -> None:
+    assert "<h2>Training</h2>" not in report[1]
+
+
+def test_the_trained_network_is_shown_on_each_part_it_held_out(tmp_path: Path) -> None:
+    metrics = pd.DataFrame(
+        {
+            "split": ["test", "held-out"],
+            "n": [120, 80],
+            "n_wells": [4, 6],
+            "accuracy": [0.9, 0.7],
+            "balanced_accuracy": [0.85, 0.65],
+            "chance": [0.5, 0.5],
+            "well_accuracy": [1.0, 0.5],
+            "batch_from_features": [0.6, float("nan")],
+        }
+    )
+    confusion = pd.DataFrame(
+        {
+            "split": ["test"] * 4 + ["held-out"] * 4,
+            "label": ["a", "a", "b", "b"] * 2,
+            "predicted": ["a", "b", "a", "b"] * 2,
+            "count": [50, 10, 2, 58, 30, 10, 14, 26],
+        }
+    )
+    per_batch = pd.DataFrame(
+        {
+            "split": ["test", "test", "held-out"],
+            "domain": ["b1", "b2", "b3"],
+            "n": [60, 60, 80],
+            "accuracy": [0.9, 0.9, 0.7],
+            "balanced_accuracy": [0.85, 0.85, 0.65],
+            "chance": [0.5, 0.5, 0.5],
+        }
+    )
+    training = TrainingResults("Metadata_control", metrics, per_batch, confusion)
+    index = write_report(tmp_path / "report", _inputs(training=training))
+    text = index.read_text(encoding="utf-8")
+    assert text.index("<h2>PCA</h2>") < text.index("<h2>Training</h2>")
+    rows = _Page(text).table("evaluated on", "balanced accuracy")
+    assert [r["evaluated on"] for r in rows] == ["test", "held-out"]
+    assert rows[1]["batch from features"] == "\N{EN DASH}"  # not measured: a dash, not a number
+    names = _pngs(index.parent)
+    assert {n for n in names if n.startswith(("confusion-", "per-batch-"))} == {
+        "confusion-01-test.png",
+        "confusion-02-held-out.png",
+        "per-batch-01-accuracy.png",
+    }
 
 
 def test_empty_cell_table_still_writes(tmp_path: Path) -> None:

@@ -27,7 +27,16 @@ from cellscale.pipeline._config import RunConfig, as_dict
 from cellscale.pipeline._scores import SCORES, read_scores
 from cellscale.pipeline._screen import Screen
 from cellscale.pipeline._state import RunState, file_stage
-from cellscale.report import Figures, Gallery, Overlay, ReportInputs, Thumbnail, write_report
+from cellscale.pipeline._train_stage import TRAINING
+from cellscale.report import (
+    Figures,
+    Gallery,
+    Overlay,
+    ReportInputs,
+    Thumbnail,
+    TrainingResults,
+    write_report,
+)
 
 __all__ = ["report"]
 
@@ -41,6 +50,8 @@ def report(state: RunState, screen: Screen, plates: list[xr.DataArray], profiles
     for plate in state.config.plates:
         for name in ("qc.parquet", "illumination.npz", SCORES):
             sources[f"{plate.name}/{name}"] = _digest(state.plate_dir(plate) / name)
+    if state.config.train.enabled:
+        sources["training"] = _digest(state.out / TRAINING / "evaluation")
     fingerprint = Fingerprint(
         "report",
         inputs={"files": sources, "plates": [p.data.name for p in plates], "cells": screen.digests},
@@ -97,6 +108,21 @@ def _inputs(
         segmentation_problems=_segmentation_problems(state, plates),
         cell_counts=summary.counts,
         well_summary=summary.wells,
+        training=_training(state),
+    )
+
+
+def _training(state: RunState) -> TrainingResults | None:
+    """The evaluation of the network the run trained, or ``None``."""
+    if not state.config.train.enabled:
+        return None
+    folder = FileOutput(state.out / TRAINING / "evaluation").open()
+    label = state.config.train.label
+    return TrainingResults(
+        label=label if isinstance(label, str) else " and ".join(label),
+        metrics=pd.read_parquet(folder / "metrics.parquet"),
+        per_batch=pd.read_parquet(folder / "per_batch.parquet"),
+        confusion=pd.read_parquet(folder / "confusion.parquet"),
     )
 
 

@@ -19,6 +19,7 @@ from cellscale.report._inputs import (
     ReportInputs,
     StageRecord,
     Thumbnail,
+    TrainingResults,
 )
 from cellscale.report._write import write_report
 
@@ -29,5 +30,6 @@ __all__ = [
     "ReportInputs",
     "StageRecord",
     "Thumbnail",
+    "TrainingResults",
     "write_report",
 ]

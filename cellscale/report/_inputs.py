@@ -17,7 +17,15 @@ from matplotlib.figure import Figure
 
 from cellscale.cells import METADATA_COLUMNS
 
-__all__ = ["Figures", "Gallery", "Overlay", "ReportInputs", "StageRecord", "Thumbnail"]
+__all__ = [
+    "Figures",
+    "Gallery",
+    "Overlay",
+    "ReportInputs",
+    "StageRecord",
+    "Thumbnail",
+    "TrainingResults",
+]
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,24 @@ class StageRecord:
 
 
 @dataclass(frozen=True)
+class TrainingResults:
+    """The evaluation of the network a run trained (:func:`cellscale.train`).
+
+    Parameters
+    ----------
+    label
+        What it predicts, in words (the label column or columns).
+    metrics, per_batch, confusion
+        Its ``metrics``, ``per_batch`` and ``confusion`` tables (``split`` column first).
+    """
+
+    label: str
+    metrics: pd.DataFrame
+    per_batch: pd.DataFrame
+    confusion: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class ReportInputs:
     """Everything the report shows.
 
@@ -194,6 +220,9 @@ class ReportInputs:
     well_summary
         :func:`cellscale.well_summary` of every cell (``compartment="cells"``); ``None``
         makes it from ``cells``.
+    training
+        How the network the run trained did on what it held out; ``None`` when it trained
+        none.
     """
 
     title: str
@@ -214,6 +243,7 @@ class ReportInputs:
     segmentation_problems: Sequence[Overlay] = ()
     cell_counts: pd.DataFrame | None = None
     well_summary: pd.DataFrame | None = None
+    training: TrainingResults | None = None
 
     def __post_init__(self) -> None:
         if len(self.cells) == 0:

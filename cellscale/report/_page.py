@@ -54,6 +54,7 @@ class Page:
 
     ``None`` marks a table (or the flagged fields) that its section skips; the sentence
     saying why is in the section's panel (``wells`` and ``run`` have panels for that only).
+    ``training`` is ``None`` for a run that trained no network: it has no such section.
     """
 
     title: str
@@ -70,6 +71,8 @@ class Page:
     segmentation: Panel
     crops: Panel
     pca: Panel
+    training: Panel | None
+    training_scores: Table | None
     well_profiles: Panel
     wells: Panel
     per_condition: Table | None

@@ -28,6 +28,7 @@ from cellscale.report._tables import (
     stage_table,
     well_tables,
 )
+from cellscale.report._training import training_section
 from cellscale.report._wells import well_figures
 
 __all__ = ["build_page"]
@@ -43,6 +44,7 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
     quality, counts, flagged = _quality(inputs, folder)
     wells, per_condition, per_well = _wells(cells, inputs.well_summary, n_cells)
     run, stages, total = _run(inputs.stages)
+    training = training_section(inputs.training, folder)
     no_cells = "No cells were found: the cell figures and tables are skipped."
     return Page(
         title=inputs.title,
@@ -61,6 +63,8 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
         segmentation=overlay_figures(inputs.overlays, folder),
         crops=gallery_figures(inputs.galleries, folder),
         pca=pca_figures(cells, inputs.scores, inputs.explained_variance_ratio, folder, n_cells),
+        training=training[0] if training else None,
+        training_scores=training[1] if training else None,
         well_profiles=well_figures(inputs.wells, folder),
         wells=wells,
         per_condition=per_condition,

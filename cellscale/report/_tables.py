@@ -25,6 +25,7 @@ __all__ = [
     "field_counts",
     "qc_counts",
     "stage_table",
+    "training_table",
     "well_tables",
 ]
 
@@ -123,6 +124,23 @@ def _conditions(wells: pd.DataFrame) -> pd.DataFrame:
     ]
     grouped = wells.groupby(keys, dropna=False, sort=True)
     return grouped.agg(wells=("n_cells", "size"), **{c: (c, "mean") for c in means}).reset_index()
+
+
+_TRAINING_HEADERS = {
+    "split": "evaluated on",
+    "n": "samples",
+    "n_wells": "wells",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "chance": "chance",
+    "well_accuracy": "well vote accuracy",
+    "batch_from_features": "batch from features",
+}
+
+
+def training_table(metrics: pd.DataFrame) -> Table:
+    """The trained network's scores on each part it held out (:func:`cellscale.train`)."""
+    return _table(metrics, _TRAINING_HEADERS)
 
 
 def stage_table(stages: Sequence[StageRecord]) -> tuple[Table, str]:
