@@ -37,3 +37,6 @@ def test_seed000_screen_separates_concentrations(tmp_path: Path) -> None:
     accuracy, chance = example.concentration_knn(tmp_path / "run")
     assert 0.1 < chance < 0.2  # eight concentrations, about equally many cells each
     assert accuracy > 1.25 * chance, (accuracy, chance)
+    trained, guess = example.held_out_accuracy(tmp_path / "run")
+    assert guess == 1 / 16  # 2 time points x 8 concentrations
+    assert trained > 1.5 * guess, (trained, guess)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from distributed import Client, get_task_stream  # noqa: E402
-from torch.utils.data import Dataset, TensorDataset  # noqa: E402
+from torch.utils.data import Dataset, Subset, TensorDataset  # noqa: E402
 
 from cellscale._stages import DamagedOutputError, StaleOutputError  # noqa: E402
 from cellscale.embedding._torch import TorchEmbedder, load_weights  # noqa: E402
@@ -233,6 +233,29 @@ def test_labels_out_of_range_are_named(tmp_path: Path) -> None:
         r"first batch has label 5; pass n_classes=len\(dataset.classes\)",
     ):
         train(data, tmp_path)
+
+
+class Epochs(Dataset):
+    """A dataset that records the epochs it was told to draw its augmentations for."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data, self.epochs = data, []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        image, label, domain = self.data[i]
+        return image, int(label), int(domain)
+
+
+def test_each_epoch_draws_its_own_augmentations(tmp_path: Path) -> None:
+    data = Epochs(planted(16, seed=4))
+    train(Subset(data, list(range(12))), tmp_path, epochs=3)  # a split's part, as train makes
+    assert data.epochs == [1, 2, 3]
 
 
 def test_z_stacks_train_with_r3d(tmp_path: Path) -> None:

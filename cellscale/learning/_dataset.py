@@ -381,7 +381,8 @@ class CellDataset(_Samples):
         The labels the table was measured from (a Dataset, or the plate store holding
         them), for ``"hard"`` and ``"soft"`` masks.
     cache_fields
-        How many fields each process keeps decoded.
+        How many fields each process keeps decoded (at least the window of
+        :class:`ChunkShuffleSampler`, so each field is decoded once per epoch).
     """
 
     def __init__(
@@ -400,7 +401,7 @@ class CellDataset(_Samples):
         classes: Sequence[str] | None = None,
         domains: Sequence[str] | None = None,
         seed: int = 0,
-        cache_fields: int = 2,
+        cache_fields: int = 4,
     ) -> None:
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")

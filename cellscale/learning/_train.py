@@ -502,6 +502,7 @@ def _loader(
     generator = torch.Generator().manual_seed(int(seed))
     if sampler is not None and hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    _set_epoch(data, epoch)
     size = len(sampler) if sampler is not None else len(data)
     return DataLoader(
         data,
@@ -513,6 +514,17 @@ def _loader(
         pin_memory=device.type == "cuda",
         drop_last=size > settings.batch_size,
     )
+
+
+def _set_epoch(data: Any, epoch: int) -> None:
+    """Let a dataset (under any ``Subset``) draw the augmentations of ``epoch``.
+
+    DataLoader workers are started for each epoch, so they take the dataset as it is now.
+    """
+    while hasattr(data, "dataset") and not hasattr(data, "set_epoch"):
+        data = data.dataset
+    if hasattr(data, "set_epoch"):
+        data.set_epoch(epoch)
 
 
 def _dann_lambda(weight: float, done: float) -> float:

@@ -1,10 +1,13 @@
 """A run that trains its own network: on every plate's measured cells, then embeds with it.
 
 With ``train.enabled`` the plates are measured without embedding; :func:`train_stage`
-trains a classifier of ``embed.model`` on crops cut (as ``crops`` says) from every plate's
-images around its cells (:func:`cellscale.train`, into ``<output>/training/``), evaluates
-it on the wells and batches it held out, and then embeds every plate's cells with the
-trained backbone, whose weights replace ``embed.weights`` for the rest of the run.
+trains a classifier of ``embed.model`` (:func:`cellscale.train`, into
+``<output>/training/``) on crops cut as ``crops`` says from every plate's images around
+its cells (their table's metadata and centres, with the plate's ``metadata`` from the
+config, so a label can be a time point given there), evaluates it on the wells and
+batches it held out, and then embeds every plate's cells with the trained backbone, whose
+weights replace ``embed.weights`` for the rest of the run.
+
 The training folder is resumable like every output: a rerun with the same cells and
 settings trains nothing, a killed training resumes from its last epoch, and a change to a
 plate's cells (a corrected plate map) trains again.
@@ -18,6 +21,7 @@ from pathlib import Path
 from cellscale.pipeline._cell_pass import embed_from_table
 from cellscale.pipeline._config import PlateConfig, as_dict
 from cellscale.pipeline._plate_stages import PlateImages
+from cellscale.pipeline._screen import plate_cells
 from cellscale.pipeline._state import REWRITTEN, RunState, step
 
 __all__ = ["TRAINING", "train_stage"]
@@ -32,16 +36,17 @@ def train_stage(state: RunState, plates: list[PlateImages]) -> None:
     from cellscale.learning import PlateInput
 
     config, crops = state.config.train, state.config.crops
+    tables = [plate_cells(state, plate, _is_centre) for plate in state.config.plates]
     sources = [
-        PlateInput(
+        PlateInput(  # the cells with their plate's config metadata
             plate.name,
             _images(state, plate, images),
-            state.plate_dir(plate) / "cells.parquet",
+            table,
             state.plate_dir(plate) / "projected.zarr",
         )
-        for plate, images in zip(state.config.plates, plates, strict=True)
+        for plate, images, table in zip(state.config.plates, plates, tables, strict=True)
     ]
-    cells = sum(len(cellscale.read_cells(p.cells).index) for p in sources if p.cells)
+    cells = sum(len(table) for table in tables)
     folder = state.out / TRAINING
     trained_before = (folder / "model" / "weights.pt").exists()
     with step(state, "train", None, cells, "ran") as current:
@@ -83,6 +88,10 @@ def _status(epochs_run: int, epochs: int, trained_before: bool) -> str:
     if epochs_run < epochs:
         return "resumed"
     return REWRITTEN if trained_before else "ran"
+
+
+def _is_centre(column: str) -> bool:
+    return "_AreaShape_Center_" in column
 
 
 def _images(state: RunState, plate: PlateConfig, images: PlateImages) -> object:
