@@ -56,7 +56,9 @@ class Training:
         The epochs this call trained (0 when the folder held the finished training).
     evaluation
         The tables of :func:`~cellscale.learning._evaluate.evaluate` on every part other
-        than training, with ``batch_from_features`` in ``metrics`` when there are batches.
+        than training, with ``batch_from_features`` in ``metrics`` when there are batches
+        (how well the features of a part's samples, each class's mean removed, tell its
+        batches apart; chance is 1 / batches).
     """
 
     folder: Path
@@ -479,7 +481,10 @@ def _batch_from_features(
 ) -> pd.DataFrame:
     """The metrics with how well each part's features tell its batches apart (chance 1/n).
 
-    Held out by well; ``NaN`` where a part has fewer than two batches of two wells each.
+    Each class's mean is subtracted from its samples' features first, so that a part whose
+    batches hold the classes in other proportions does not look batch-ridden; the batch
+    is then predicted on wells held out (:func:`domain_predictability`). ``NaN`` where a
+    part has fewer than two batches of two wells each (a part holding one batch out).
     """
     from cellscale.learning._evaluate import domain_predictability
 
@@ -488,11 +493,13 @@ def _batch_from_features(
     for part in metrics["split"]:
         chosen = (predictions["split"] == part).to_numpy()
         rows = predictions[chosen]
+        centred = features[chosen].astype(np.float64)
+        for label in rows["label"].unique():
+            of_class = (rows["label"] == label).to_numpy()
+            centred[of_class] -= centred[of_class].mean(axis=0)
         wells = (rows["Metadata_Plate"] + "/" + rows["Metadata_Well"]).to_numpy()
         try:
-            scores.append(
-                domain_predictability(features[chosen], rows["domain"].to_numpy(), groups=wells)
-            )
+            scores.append(domain_predictability(centred, rows["domain"].to_numpy(), groups=wells))
         except ValueError:
             scores.append(float("nan"))
     metrics["batch_from_features"] = scores
