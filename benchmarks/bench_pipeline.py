@@ -138,7 +138,7 @@ def run_config(args: argparse.Namespace, out: Path, n_workers: int) -> dict[str,
         },
         "segment": {"channel": "cytoplasm", "nuclei_channel": "nuclei"},
         "crops": {"size": 48, "mask": "soft"},
-        "embed": {"model": "resnet18", "batch_size": 64},
+        "embed": {"enabled": True, "model": "resnet18", "batch_size": 64},
         "pca": {"n_components": 10},
         "profiles": {"controls": "Metadata_treatment == 'DMSO'"},
     }
@@ -159,6 +159,7 @@ class Measured:
     stage_tasks: dict[str, Counter]  # stage -> task prefix -> count
     gpu_tasks: dict[str, Counter]  # the same, of the tasks the GPU-tagged workers ran
     model_workers: Counter  # worker address -> the model's tasks (key prefix "embed") it ran
+    model_seconds: float  # the compute time of those tasks, summed
     workers: list[tuple[str, str, int, int, int]]  # address, kind, limit, VmHWM, ru_maxrss
     client_rss: int
     gone: list[str] = field(default_factory=list)
@@ -195,9 +196,9 @@ def stage_windows() -> Iterator[list[tuple[str, float, float]]]:
     started: dict[str, float] = {}
     start, finish = Manifest.start, Manifest.finish
 
-    def timed_start(self: Manifest, stage: str, key: str) -> None:
+    def timed_start(self: Manifest, stage: str) -> None:
         started[stage] = time.time()
-        start(self, stage, key)
+        start(self, stage)
 
     def timed_finish(self: Manifest, stage: str, **record: Any) -> None:
         finish(self, stage, **record)
@@ -305,7 +306,14 @@ def measure(args: argparse.Namespace, n_workers: int) -> Measured:
         rss = client.run(_peak_rss)
     workers = [(a, *after[a], *rss[a]) for a in sorted(after, key=lambda a: after[a][0])]
     stage_tasks, gpu_tasks = tasks_by_stage(stream.data, windows, {**before, **after})
-    model_workers = Counter(r["worker"] for r in stream.data if key_split(r["key"]) == "embed")
+    model_tasks = [r for r in stream.data if key_split(r["key"]) == "embed"]
+    model_workers = Counter(r["worker"] for r in model_tasks)
+    model_seconds = sum(
+        s["stop"] - s["start"]
+        for r in model_tasks
+        for s in r.get("startstops", ())
+        if s.get("action") == "compute"
+    )
     return Measured(
         n_workers=n_workers,
         summary=summary,
@@ -314,6 +322,7 @@ def measure(args: argparse.Namespace, n_workers: int) -> Measured:
         stage_tasks=stage_tasks,
         gpu_tasks=gpu_tasks,
         model_workers=model_workers,
+        model_seconds=model_seconds,
         workers=workers,
         client_rss=_peak_rss()[0],
         gone=sorted(set(before) - set(after)),
@@ -419,7 +428,8 @@ def report_share(m: Measured) -> None:
         f"  {'whole run':<15}{total:>7} tasks {100 * share:6.2f} %{gpu:>6} on GPU-tagged  "
         f"over {m.wall:.1f} s (target < {100 * SHARE_TARGET:.0f} %: {verdict})"
     )
-    embed = m.gpu_tasks.get("embed", Counter())["embed"]
+    # the model runs in the cell pass (the measure stage's window): count it in every window
+    embed = sum(tasks["embed"] for tasks in m.gpu_tasks.values())
     model = sum(m.model_workers.values())
     print(
         f"  the model's tasks (key prefix 'embed'): {embed} of {model} on the GPU-tagged "
@@ -483,10 +493,15 @@ def report_extrapolation(m: Measured) -> None:
     for name in FIELD_STAGES:
         st = m.stage(name)
         rates[name] = st.units / st.seconds / sharing if st and st.seconds > 0 else 0.0
-    embed = m.stage("embed")
-    # per process that ran the model: the GPU-tagged worker, or more if the tag was lost
-    models = min(max(len(m.model_workers), 1), _cores())
-    rates["embed"] = embed.units / embed.seconds / models if embed and embed.seconds > 0 else 0.0
+    # measurement and embedding are one pass, timed under "measure": the model's tasks'
+    # compute time is the embedding's, the rest of the processes' busy time the measuring's
+    cell_pass, models = m.stage("measure"), max(len(m.model_workers), 1)
+    if cell_pass and cell_pass.seconds > 0 and m.model_seconds > 0:
+        measuring = cell_pass.seconds * sharing - m.model_seconds
+        rates["measure"] = cell_pass.units / measuring if measuring > 0 else 0.0
+        rates["embed"] = m.summary.cells / m.model_seconds
+    else:
+        rates["embed"] = 0.0
     screen = [m.stage(n) for n in ("pca", "profiles") if m.stage(n)]
     seconds = sum(st.seconds for st in screen)
     rates["pca+prof"] = m.summary.cells / seconds / sharing if screen and seconds > 0 else 0.0
@@ -497,7 +512,9 @@ def report_extrapolation(m: Measured) -> None:
     print(
         "  assumed: each stage scales linearly with its workers (CPU workers for ingest, "
         "project, segment,\n  measure, pca+profiles; GPU workers for embed); stages run one "
-        "after another (total = sum);\n  the report is not extrapolated. CPU rates come from "
+        "after another (total = sum);\n  the report is not extrapolated. Measurement and "
+        "embedding are one pass (timed as measure):\n  embed is the model tasks' compute time, "
+        "measure the rest of the busy process time.\n  CPU rates come from "
         "this 2-core machine: a stage's rate over\n  the single-threaded worker processes "
         f"that ran it at once ({m.n_workers} CPU + {GPU_WORKERS_HERE} GPU-tagged, at most "
         f"{_cores()} cores:\n  {sharing}), at this screen's field size, planes and channels; "
