@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cellscale._hints import as_flags
@@ -249,16 +249,9 @@ def _run(args: argparse.Namespace) -> int:
     """
     from cellscale.pipeline import run
 
-    try:
-        summary = run(args.config, overwrite=args.overwrite, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
-        print("\ninterrupted; rerun the same command to resume", file=sys.stderr, flush=True)
-        return 130
-    print(summary)
-    return 0
+    return _resumable(
+        args, lambda: run(args.config, overwrite=args.overwrite, progress=not args.no_progress)
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -266,15 +259,23 @@ def _train(args: argparse.Namespace) -> int:
     from cellscale.learning._job import load_train_job, run_train_job
 
     job = load_train_job(args.config)
+    return _resumable(
+        args, lambda: run_train_job(job, progress=not args.no_progress, overwrite=args.overwrite)
+    )
+
+
+def _resumable(args: argparse.Namespace, work: Callable[[], object]) -> int:
+    """Run ``work`` and print what it returns; Ctrl-C prints one line saying how to resume
+    and gives status 130 (``--debug``: the traceback). Every finished unit is on disk."""
     try:
-        training = run_train_job(job, progress=not args.no_progress, overwrite=args.overwrite)
+        made = work()
     except KeyboardInterrupt:
         if args.debug:
             raise
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr, flush=True)
         return 130
-    print(training)
+    print(made)
     return 0
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import xarray as xr
 import yaml
 
 import cellscale
@@ -24,18 +25,18 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Path]]:
     plates = synthetic_screen_plates(
         3, 3, wells=8, fields=2, n_z=1, shape=(96, 96), cells_per_field=10.0, name="S"
     )
-    sources = []
-    for plate in plates:
-        store, cells = root / f"{plate.name}.zarr", root / f"{plate.name}.parquet"
-        cellscale.write_plate(plate, store, progress=False)
-        opened = cellscale.open_plate(store)
-        labels = cellscale.segment(
-            opened, "classical", channel="cytoplasm", nuclei_channel="nuclei"
-        )
-        cellscale.write_labels(labels, store, progress=False)
-        cellscale.write_cells(cellscale.open_labels(store), opened, cells, progress=False)
-        sources.append({"plate": store, "cells": cells})
-    return sources
+    return [_measured(plate, root) for plate in plates]
+
+
+def _measured(plate: xr.DataArray, folder: Path) -> dict[str, Path]:
+    """The plate written, segmented and measured in ``folder``, as a training source."""
+    store, cells = folder / f"{plate.name}.zarr", folder / f"{plate.name}.parquet"
+    cellscale.write_plate(plate, store, progress=False)
+    opened = cellscale.open_plate(store)
+    labels = cellscale.segment(opened, "classical", channel="cytoplasm", nuclei_channel="nuclei")
+    cellscale.write_labels(labels, store, progress=False)
+    cellscale.write_cells(cellscale.open_labels(store), opened, cells, progress=False)
+    return {"plate": store, "cells": cells}
 
 
 def _train(screen: list[dict[str, Path]], out: Path, **options: object) -> cellscale.Training:
@@ -167,17 +168,9 @@ def test_held_out_wells_are_classified_above_chance_and_shuffled_labels_are_not(
         plate = synthetic_plate(
             16, fields=2, n_z=1, shape=(192, 192), plate_map=plate_map, seed=10 + i, name=f"D{i}"
         )
-        store, cells = tmp_path / f"D{i}.zarr", tmp_path / f"D{i}.parquet"
-        cellscale.write_plate(plate, store, progress=False)
-        opened = cellscale.open_plate(store)
-        labels = cellscale.segment(
-            opened, "classical", channel="cytoplasm", nuclei_channel="nuclei"
-        )
-        cellscale.write_labels(labels, store, progress=False)
-        cellscale.write_cells(cellscale.open_labels(store), opened, cells, progress=False)
-        sources.append({"plate": store, "cells": cells})
+        sources.append(_measured(plate, tmp_path))
         # the same wells with their labels dealt at random, half of each condition each way
-        table = cellscale.read_cells(cells).compute()
+        table = cellscale.read_cells(sources[-1]["cells"]).compute()
         wells = sorted(table["Metadata_Well"].unique())
         flip = dict(zip(wells, rng.permutation([True, False] * (len(wells) // 2)), strict=True))
         table["Metadata_random"] = table["Metadata_Well"].map(flip)

@@ -15,7 +15,6 @@ difference) a folder made from other cells or settings unless ``overwrite``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,9 @@ import numpy as np
 import pandas as pd
 from dask.base import tokenize
 
+from cellscale._files import file_sha256
 from cellscale._stages import FileOutput, Fingerprint
+from cellscale.cells import CELL_ID
 from cellscale.learning._sources import PlateInput, plate_inputs
 
 __all__ = ["INPUTS", "Training", "train"]
@@ -221,7 +222,7 @@ def train(
     evaluation = FileOutput(out / "evaluation")
     made = Fingerprint(
         "evaluation",
-        inputs={"model": _sha(trained.model)},
+        inputs={"model": file_sha256(trained.model)},
         parameters={"split": _groups(chosen), "data": data.token},
     )
     if evaluation.state(made) != "current":
@@ -279,7 +280,10 @@ class _Data:
             raise ValueError(f"plate {plate.name!r} has no cell table to cut crops from")
         if isinstance(plate.cells, pd.DataFrame):
             return plate.cells
-        return cellscale.read_cells(plate.cells).compute()
+        table = cellscale.read_cells(plate.cells)
+        named = {self.domain, *([self.label] if isinstance(self.label, str) else self.label)}
+        kept = [c for c in table.columns if _needed(c) or c in named]
+        return table[kept].compute()  # not the features: a screen's tables are large
 
     def _names(self) -> tuple[list[str], list[str]]:
         """The classes and domains of every plate together (as one dataset would name them)."""
@@ -329,6 +333,11 @@ class _Data:
             compartment=self.compartment,
             **common,
         )
+
+
+def _needed(column: str) -> bool:
+    """Whether crops and labels need a cell-table column: ids, metadata, centres."""
+    return column == CELL_ID or column.startswith("Metadata_") or "_AreaShape_Center_" in column
 
 
 def _identity(plate: PlateInput) -> Any:
@@ -516,11 +525,3 @@ def _write_evaluation(result: Any, folder: Path) -> None:
     for part in result.metrics["split"]:
         plt.close(plot_confusion(result.confusion, part, path=folder / f"confusion-{part}.png"))
     plt.close(plot_per_batch(result.per_batch, path=folder / "per_batch.png"))
-    summary = result.metrics.to_dict(orient="records")
-    (folder / "metrics.json").write_text(json.dumps(summary, indent=1, default=float))
-
-
-def _sha(path: Path) -> str:
-    from cellscale._files import file_sha256
-
-    return file_sha256(path)

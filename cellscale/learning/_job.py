@@ -31,7 +31,6 @@ from cellscale.pipeline._config import (
     TrainConfig,
     _build,
     _choose,
-    as_dict,
 )
 
 __all__ = ["TrainJob", "load_train_job", "run_train_job"]
@@ -94,16 +93,14 @@ def run_train_job(job: TrainJob, *, progress: bool = True, overwrite: bool = Fal
     """Train as ``job`` says, on its cluster if it names one; the :class:`Training`."""
     import cellscale
 
-    settings = {
-        k: v
-        for k, v in vars(job).items()
-        if k not in ("enabled", "source", "out", "split", "cluster")
-    }
-    arguments = {**settings, "split": as_dict(job.split), "progress": progress}
-    if job.cluster is None:
-        return cellscale.train(job.source, job.out, overwrite=overwrite, **arguments)
-    with job.cluster.start(Path(job.out) / "logs") as client:
-        return cellscale.train(job.source, job.out, client=client, overwrite=overwrite, **arguments)
+    arguments = job.train_arguments()
+    source, out, cluster = arguments.pop("source"), arguments.pop("out"), arguments.pop("cluster")
+    if cluster is None:
+        return cellscale.train(source, out, progress=progress, overwrite=overwrite, **arguments)
+    with cluster.start(Path(out) / "logs") as client:
+        return cellscale.train(
+            source, out, client=client, progress=progress, overwrite=overwrite, **arguments
+        )
 
 
 def _relative_to(job: TrainJob, base: Path) -> TrainJob:

@@ -412,6 +412,12 @@ class TrainConfig:
         if self.epochs < 1:
             raise ConfigError(f"train.epochs must be at least 1, got {self.epochs}")
 
+    def train_arguments(self) -> dict[str, Any]:
+        """The section's settings as :func:`cellscale.train`'s keyword arguments."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del values["enabled"]
+        return {**values, "split": as_dict(self.split)}
+
 
 @dataclass(frozen=True)
 class PCAConfig:

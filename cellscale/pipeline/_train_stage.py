@@ -19,7 +19,7 @@ import dataclasses
 from pathlib import Path
 
 from cellscale.pipeline._cell_pass import embed_from_table
-from cellscale.pipeline._config import PlateConfig, as_dict
+from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._plate_stages import PlateImages
 from cellscale.pipeline._screen import plate_cells
 from cellscale.pipeline._state import REWRITTEN, RunState, step
@@ -51,25 +51,13 @@ def train_stage(state: RunState, plates: list[PlateImages]) -> None:
     trained_before = (folder / "model" / "weights.pt").exists()
     with step(state, "train", None, cells, "ran") as current:
         training = cellscale.train(
-            sources,
+            sources,  # images: chosen in the sources already
             folder,
-            label=config.label,
-            domain=config.domain,
-            split=as_dict(config.split),
+            **config.train_arguments(),
             size=crops.size,
             mask=crops.mask,
             model=state.config.embed.model,
-            reconstruction=config.reconstruction,
-            adversarial=config.adversarial,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            augment=config.augment,
-            balance=config.balance,
-            seed=config.seed,
             device=state.config.embed.device,
-            num_workers=config.num_workers,
             client=state.client,
             progress=state.progress,
             overwrite=True,  # other cells or settings: the run trains again, as it measures again
