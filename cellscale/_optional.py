@@ -1,4 +1,4 @@
-"""Optional heavy dependencies (torch, cellpose, dask-jobqueue), imported only when used."""
+"""Optional heavy dependencies (torch, cellpose, dask-jobqueue, umap, copairs), imported on use."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ EXTRAS: dict[str, str] = {
     "torchvision": "gpu",
     "cellpose": "gpu",
     "dask_jobqueue": "slurm",
+    "umap": "analysis",
+    "copairs": "analysis",
+    "sklearn": "analysis",
 }
 """Which ``pip install "cellscale[<extra>]"`` extra provides each optional module."""
 

@@ -1,0 +1,1 @@
+"""Analyses of profiles and embeddings: UMAP, outliers, batch effects, mean average precision."""
