@@ -440,13 +440,27 @@ class CellDataset(_Samples):
         )
         self._mask, self._plate = mask, _Handle(plate, _plate_images)
         self._labels = None
-        if labels is not None and mask != "none":
+        if labels is not None:  # read for masked crops and for :meth:`cell_mask`
             self._labels = _Handle((labels, compartment), _label_images)
         self._cache = _Recent(cache_fields)
 
     def item_chunks(self) -> np.ndarray:
         """The field each sample is cut from."""
         return self._fields
+
+    def cell_mask(self, index: int) -> np.ndarray:
+        """Sample ``index``'s own cell in its crop: ``True`` where the labels hold its id.
+
+        The mask's shape is the crop's without channels; pixels past the field are ``False``.
+        """
+        if self._labels is None:
+            raise ValueError(
+                "the cell masks need the labels the cells were measured from: build the "
+                "CellDataset with labels=<the labels' store or Dataset>"
+            )
+        _, label_field = self._cache.get(int(self._fields[index]), self._read_field)
+        ids, _ = cut_field(label_field[None], self._centres[index : index + 1], self._box)
+        return np.asarray(ids[0, 0] == self._objects[index])
 
     def _image(self, index: int) -> np.ndarray:
         image, label_field = self._cache.get(int(self._fields[index]), self._read_field)
