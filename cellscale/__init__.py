@@ -1,9 +1,10 @@
 """cellscale: high-content screening from raw images to single-cell profiles, out of core.
 
 The public API is re-exported here and imported lazily, as are the
-:mod:`cellscale.learning`, :mod:`cellscale.plots`, :mod:`cellscale.quality`,
-:mod:`cellscale.synthetic` and :mod:`cellscale.testing` submodules, so ``import cellscale``
-stays cheap and never imports torch, cellpose or matplotlib.
+:mod:`cellscale.analysis`, :mod:`cellscale.learning`, :mod:`cellscale.plots`,
+:mod:`cellscale.quality`, :mod:`cellscale.synthetic` and :mod:`cellscale.testing`
+submodules, so ``import cellscale`` stays cheap and never imports torch, cellpose or
+matplotlib.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cellscale import config as _config  # noqa: F401  (merges the YAML defaults into dask config)
 
 if TYPE_CHECKING:  # the real signatures, for type checkers; at run time see __getattr__
+    from cellscale import analysis as analysis
     from cellscale import learning as learning
     from cellscale import plots as plots
     from cellscale import quality as quality
@@ -129,7 +131,7 @@ _EXPORTS: dict[str, str] = {
     "Training": "cellscale.learning",
 }
 #: Submodules reachable as attributes of the package, imported on first use.
-_SUBMODULES = ("learning", "plots", "quality", "synthetic", "testing")
+_SUBMODULES = ("analysis", "learning", "plots", "quality", "synthetic", "testing")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -12,8 +12,10 @@ The pieces work on their own: :class:`CellDataset`, :class:`CropDataset` and
 DataLoader workers), :class:`ChunkShuffleSampler` and :func:`balanced_sampler`,
 :class:`Augment`, :func:`split_by_well`, :func:`split_by_group` and :class:`Split`,
 :func:`build_model`, :func:`fit` (checkpointed every epoch, resumed exactly),
-:func:`predict`, :func:`evaluate` and :func:`domain_predictability`. torch is imported
-only when one of them is used.
+:func:`predict`, :func:`evaluate` and :func:`domain_predictability`. :func:`gradcamo`
+scores where a trained classifier looks: each cell's share of its Grad-CAM attention inside
+the cell's mask (:func:`grad_cam`, :func:`plot_gradcamo_gallery`). torch is imported only
+when one of them is used.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from cellscale.learning._evaluate import EvaluationResult as EvaluationResult
     from cellscale.learning._evaluate import domain_predictability as domain_predictability
     from cellscale.learning._evaluate import evaluate as evaluate
+    from cellscale.learning._gradcamo import GradCAMOWarning as GradCAMOWarning
+    from cellscale.learning._gradcamo import grad_cam as grad_cam
+    from cellscale.learning._gradcamo import gradcamo as gradcamo
+    from cellscale.learning._gradcamo import plot_gradcamo_gallery as plot_gradcamo_gallery
     from cellscale.learning._models import build_model as build_model
     from cellscale.learning._screen import ScreenDataset as ScreenDataset
     from cellscale.learning._sources import PlateInput as PlateInput
@@ -55,6 +61,10 @@ _EXPORTS: dict[str, str] = {
     "EvaluationResult": "_evaluate",
     "domain_predictability": "_evaluate",
     "evaluate": "_evaluate",
+    "GradCAMOWarning": "_gradcamo",
+    "grad_cam": "_gradcamo",
+    "gradcamo": "_gradcamo",
+    "plot_gradcamo_gallery": "_gradcamo",
     "build_model": "_models",
     "ScreenDataset": "_screen",
     "PlateInput": "_sources",

@@ -8,10 +8,14 @@ flatfield (and :data:`CAMERA_OFFSET` its darkfield), and :func:`write_synthetic_
 streams one to an OME-Zarr store for plates larger than memory; :func:`blob_field` is a
 single field of bright blobs for segmenters. :func:`with_batch_effect` shifts a plate as
 if imaged in another batch (:func:`batch_plate_map`, :func:`synthetic_screen_plates` for
-screens of several plates). The demo, the pipeline's
+screens of several plates), :func:`with_artefacts` plants debris, saturation or blur in
+chosen wells (for outlier detection) and :func:`background_mark_screen` draws a class in
+the cells or only in their background (for Grad-CAMO). The demo, the pipeline's
 ``synthetic`` plates, the tests and the benchmarks all draw their screens from here.
 """
 
+from cellscale.synthetic._artefacts import with_artefacts
+from cellscale.synthetic._background_mark import MarkedScreen, background_mark_screen
 from cellscale.synthetic._batch import (
     BATCH_COLUMN,
     batch_plate_map,
@@ -39,6 +43,8 @@ __all__ = [
     "DTYPES",
     "PLATE_FORMATS",
     "CellModel",
+    "MarkedScreen",
+    "background_mark_screen",
     "batch_plate_map",
     "blob_field",
     "default_plate_map",
@@ -49,6 +55,7 @@ __all__ = [
     "synthetic_labels",
     "synthetic_plate",
     "synthetic_screen_plates",
+    "with_artefacts",
     "with_batch_effect",
     "write_synthetic_plate",
 ]
