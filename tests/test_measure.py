@@ -157,6 +157,41 @@ def test_cell_table_written_as_parquet_reads_back_in_order_and_resumes(
         write_cells(labels, plate, out, intensity=False, progress=False)
 
 
+def test_read_cells_selects_columns_and_reads_a_few_fields_as_strictly(
+    store: Path, tmp_path: Path
+) -> None:
+    from cellscale._stages import DamagedOutputError
+    from cellscale.measurement._parquet import cell_fields, read_cell_fields
+
+    labels, plate = cellscale.open_labels(store), cellscale.open_plate(store)
+    out = write_cells(labels, plate, tmp_path / "cells.parquet", progress=False)
+    whole = read_cells(out).compute()
+    wanted = ["Metadata_Well", "Nuclei_AreaShape_Area"]
+    some = read_cells(out, columns=wanted)
+    assert list(some.columns) == [CELL_ID, *wanted]
+    pd.testing.assert_frame_equal(some.compute(), whole[[CELL_ID, *wanted]])
+    with pytest.raises(KeyError, match="Nuclei_AreaShape_Aera"):
+        read_cells(out, columns=["Nuclei_AreaShape_Aera"])
+    fields = cell_fields(out)
+    assert len(fields) == 6 and sum(f.rows for f in fields) == len(whole)
+    assert [f.first for f in fields] == sorted(f.first for f in fields)
+    pd.testing.assert_frame_equal(read_cell_fields(fields), whole)  # dtypes and index alike
+    two = read_cell_fields(fields[2:4], wanted)
+    first, stop = fields[2].first, fields[3].first + fields[3].rows
+    expected = whole.loc[(whole[CELL_ID] >= first) & (whole[CELL_ID] < stop), [CELL_ID, *wanted]]
+    assert len(two) == fields[2].rows + fields[3].rows > 0
+    pd.testing.assert_frame_equal(two, expected)
+    # a file rewritten with other rows, or cut short, after the fields were checked
+    pd.read_parquet(fields[2].file).iloc[:1].to_parquet(fields[2].file, index=False)
+    with pytest.raises(DamagedOutputError, match=f"{fields[2].name}.*holds 1 rows"):
+        read_cell_fields(fields[2:4], wanted)
+    fields[3].file.write_bytes(fields[3].file.read_bytes()[:100])
+    with pytest.raises(DamagedOutputError, match=f"{fields[3].name}.*cannot be read"):
+        read_cell_fields(fields[3:4])
+    with pytest.raises(DamagedOutputError, match=f"field {fields[2].name}"):
+        cell_fields(out)
+
+
 def test_well_summary_counts_and_means_per_well(store: Path) -> None:
     table = measure(cellscale.open_labels(store), cellscale.open_plate(store)).compute()
     summary = well_summary(table, compartment="nuclei")

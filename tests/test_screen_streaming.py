@@ -1,9 +1,14 @@
-"""The screen stages stream: per-plate scores, one plate of cells at a time, a seeded sample."""
+"""The screen stages stream: per-plate scores, one chunk of cells at a time, a seeded sample."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dask
@@ -17,11 +22,17 @@ import zarr
 
 import cellscale
 from cellscale.pipeline import _cell_summary as cell_summary
+from cellscale.pipeline import _screen as screen_stages
 from cellscale.pipeline import run
+from cellscale.pipeline._config import load_config
 
 pytestmark = pytest.mark.slow
 
 PLATES = ("P1", "P2", "P3")
+#: Rows per chunk of the runs' embeddings, so that a plate has several.
+EMBEDDING_CHUNK = 8
+#: The modules of the screen stages, whose tables and arrays the memory test records.
+SCREEN_MODULES = ("cellscale.pipeline._screen", "cellscale.pipeline._report_stage")
 
 
 def _images(folder: Path, seed: int) -> Path:
@@ -75,11 +86,62 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def _small_embedding_chunks() -> Iterator[None]:
+    """Runs write their embeddings :data:`EMBEDDING_CHUNK` rows a chunk."""
+    import cellscale.embedding
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module, name in (
+            (cellscale.embedding, "write_cell_pass"),
+            (cellscale, "write_embeddings"),
+        ):
+            chunked = functools.partial(getattr(module, name), chunk_cells=EMBEDDING_CHUNK)
+            patch.setattr(module, name, chunked)
+        yield
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, images: Path, client: Any) -> Path:
     out = tmp_path_factory.mktemp("screen") / "run"
-    run(_config(out, images), client=client, progress=False)
+    with _small_embedding_chunks():
+        run(_config(out, images), client=client, progress=False)
+    for plate in PLATES:
+        embeddings = cellscale.open_embeddings(out / "plates" / plate / "embeddings.zarr")
+        assert embeddings.data.numblocks[0] > 1  # several chunks a plate
     return out
+
+
+def _state(out: Path, images: Path, **changes: Any) -> Any:
+    """What the screen stages read of a run's state: its config and plate folders."""
+    return SimpleNamespace(
+        config=load_config(_config(out, images, **changes)),
+        plate_dir=lambda plate: out / "plates" / (plate if isinstance(plate, str) else plate.name),
+    )
+
+
+def _whole_plate(out: Path, plate: str, keep: Any = None) -> pd.DataFrame:
+    """A plate's embedded cells as the screen stages read them before they streamed.
+
+    The whole cell table at once: ``cell_id``, the ``Metadata_`` columns, the plate's
+    config metadata and the columns ``keep`` selects, in embedding order.
+    """
+    table = cellscale.read_cells(out / "plates" / plate / "cells.parquet").compute()
+    kept = [c for c in table.columns if c == "cell_id" or c.startswith("Metadata_") or keep(c)]
+    cells = table[kept]
+    cells["Metadata_batch"] = PLATES.index(plate) + 1
+    embeddings = cellscale.open_embeddings(out / "plates" / plate / "embeddings.zarr")
+    return cells.set_index("cell_id").loc[embeddings.coords["cell_id"].values].reset_index()
+
+
+def _wells_of(out: Path) -> dict[tuple[str, str], int]:
+    """Cells of each (plate, well) of a run."""
+    sizes = {}
+    for plate in PLATES:
+        cells = cellscale.read_cells(out / "plates" / plate / "cells.parquet").compute()
+        for well, n in cells["Metadata_Well"].value_counts().items():
+            sizes[(plate, str(well))] = int(n)
+    return sizes
 
 
 def _mtimes(folder: Path) -> dict[Path, int]:
@@ -117,11 +179,106 @@ def test_scores_per_plate_equal_the_pca_of_all_cells_at_once(finished: Path) -> 
         assert set(table["Metadata_batch"]) == {PLATES.index(name) + 1}
 
 
-class _Largest:
-    """The largest table or float array the driving thread made by computing or concatenating.
+def test_the_chunks_give_exactly_the_whole_plates_results(
+    finished: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Integer arrays (images, labels) are not cells; tables and float arrays (scores,
-    embeddings) are counted by their rows.
+    from cellscale.measurement import well_summary
+    from cellscale.report._tables import cell_counts
+
+    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 1)  # a chunk: one (time point, well)
+    monkeypatch.setattr(cell_summary, "SAMPLE_CELLS", 30)
+    state = _state(finished, images)
+    first = screen_stages.open_rows(state, state.config.plates[0])
+    assert len(list(first.chunks())) == 4  # wells
+    with pytest.raises(ValueError, match="plate 'P1': 1 embedded cells are not in its cell"):
+        first.embedded(np.array([0, first.cells]))
+    screen = screen_stages.screen_cells(state)
+    old = {p: _whole_plate(finished, p, lambda c: "_AreaShape_" in c) for p in PLATES}
+    summary = screen.summary
+    counts = pd.concat([cell_counts(old[p]) for p in PLATES], ignore_index=True)
+    pd.testing.assert_frame_equal(summary.counts, counts)
+    by = ["Metadata_Plate", "Metadata_Well", "Metadata_Timepoint"]
+    wells = [well_summary(old[p], compartment="cells") for p in PLATES]
+    pd.testing.assert_frame_equal(
+        summary.wells, pd.concat(wells).sort_values(by, ignore_index=True)
+    )
+    for position, name in enumerate(PLATES):
+        rows = cell_summary._sample_rows(len(old[name]), 30 // len(PLATES), position)
+        assert 0 < len(rows) < len(old[name])
+        sample = old[name].iloc[rows].reset_index(drop=True)
+        pd.testing.assert_frame_equal(summary.samples[name], sample)
+    pd.testing.assert_frame_equal(summary.gallery, cell_summary.gallery_cells(old["P1"]))
+    # the scores, written a chunk of embeddings at a time with that chunk's metadata
+    model = cellscale.PCA.load(finished / "profiles" / "pca.npz")
+    for plate in screen.plates:
+        metadata = old[plate.name][[c for c in old[plate.name] if "_AreaShape_" not in c]]
+        values = model.transform(plate.embeddings).compute()
+        pcs = pd.DataFrame(values, columns=model.get_feature_names_out())
+        expected = pa.Table.from_pandas(
+            pd.concat([metadata, pcs], axis="columns"), preserve_index=False
+        )
+        written = pq.read_table(finished / "plates" / plate.name / "scores.parquet")
+        assert written.equals(expected, check_metadata=True)
+    # the embeddings' well profiles, their metadata read 7 cells at a time
+    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 7)
+    for operation in ("mean", "median"):
+        state = _state(finished, images, profiles={"aggregate": operation})
+        keys = list(state.config.profiles.by)
+        for plate in screen.plates:
+            names = [f"Embedding_{i}" for i in range(plate.embeddings.shape[1])]
+            at_once = cellscale.aggregate(
+                plate.embeddings,
+                keys,
+                operation=operation,
+                features=names,
+                metadata=old[plate.name],
+            )
+            got = screen_stages._embedding_wells(state, plate)
+            pd.testing.assert_frame_equal(got, at_once[[*keys, *names]])
+
+
+def _embedding_reads(out: Path) -> int:
+    """The most rows of cell table read for one chunk of embeddings: its fields' rows."""
+    from cellscale.measurement._parquet import cell_fields
+
+    most = 0
+    for plate in PLATES:
+        fields = cell_fields(out / "plates" / plate / "cells.parquet")
+        firsts = np.array([f.first for f in fields])
+        embeddings = cellscale.open_embeddings(out / "plates" / plate / "embeddings.zarr")
+        ids, start = embeddings.coords["cell_id"].values, 0
+        for rows in embeddings.data.chunks[0]:
+            owners = np.unique(np.searchsorted(firsts, ids[start : start + rows], "right") - 1)
+            most = max(most, sum(fields[i].rows for i in owners))
+            start += rows
+    return most
+
+
+def _made_by_the_screen_stages() -> bool:
+    """Whether the screen stages made this call, and not for the galleries.
+
+    The galleries hold one field per condition (a few fields, as before chunks).
+    """
+    frame: Any = sys._getframe()
+    screen = False
+    while frame is not None:
+        if frame.f_code.co_name in ("gallery_cells", "_better_gallery"):
+            return False
+        screen = screen or frame.f_globals.get("__name__") in SCREEN_MODULES
+        frame = frame.f_back
+    return screen
+
+
+class _Largest:
+    """The largest table or float array the screen stages made in the driving thread.
+
+    Made by computing, concatenating or reading a cell table's fields. Integer arrays
+    (images, labels) are not cells, nor tables of wells or fields (``Metadata_Well`` and
+    no ``cell_id``: their rows do not grow with the cells); other tables and float arrays
+    (scores, embeddings) are counted by their rows.
     """
 
     def __init__(self) -> None:
@@ -131,8 +288,13 @@ class _Largest:
     def seen(self, result: Any) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        if not _made_by_the_screen_stages():
+            return
         for item in result if isinstance(result, tuple) else (result,):
             floats = isinstance(item, np.ndarray) and np.issubdtype(item.dtype, np.floating)
+            columns = getattr(item, "columns", ())
+            if "Metadata_Well" in columns and "cell_id" not in columns:  # wells or fields
+                continue
             if (floats or isinstance(item, pd.DataFrame | pd.Series)) and np.ndim(item):
                 self.rows = max(self.rows, len(item))
                 named = isinstance(item, pd.DataFrame) and "Metadata_Plate" in item.columns
@@ -141,20 +303,29 @@ class _Largest:
                     self.plates.append((len(item), plates))
 
 
-def test_the_screen_stages_hold_one_plate_of_cells_at_a_time(
+def test_the_screen_stages_hold_one_chunk_of_cells_at_a_time(
     finished: Path, images: Path, client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import shutil
 
+    from cellscale.measurement import _parquet
+
     out = tmp_path / "run"
     shutil.copytree(finished, out)
-    sizes = {
-        p: len(cellscale.read_cells(out / "plates" / p / "cells.parquet").compute()) for p in PLATES
-    }
-    assert sum(sizes.values()) > max(sizes.values())
+    wells = _wells_of(out)
+    plates = {p: sum(n for (q, _), n in wells.items() if q == p) for p in PLATES}
+    chunk = max(*wells.values(), _embedding_reads(out))  # a well, or a chunk of embeddings
+    assert chunk < min(plates.values())
     largest = _Largest()
     monkeypatch.setattr(cell_summary, "SAMPLE_CELLS", 6)
-    for module, name in ((dask, "compute"), (dask.base, "compute"), (pd, "concat")):
+    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 1)
+    recorded_calls = (
+        (dask, "compute"),
+        (dask.base, "compute"),
+        (pd, "concat"),
+        (_parquet, "read_cell_fields"),
+    )
+    for module, name in recorded_calls:
         original = getattr(module, name)
 
         def recorded(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
@@ -164,11 +335,13 @@ def test_the_screen_stages_hold_one_plate_of_cells_at_a_time(
 
         monkeypatch.setattr(module, name, recorded)
     changed = _config(out, images, pca={"n_components": 3}, profiles={"aggregate": "mean"})
-    summary = run(changed, client=client, progress=False)
+    with _small_embedding_chunks():
+        summary = run(changed, client=client, progress=False)
     statuses = {s.name: s.status for s in summary.stages}
     assert statuses["pca"] == statuses["profiles"] == statuses["report"] != "skipped: unchanged"
-    assert 0 < largest.rows <= max(sizes.values())
-    assert any(rows == max(sizes.values()) for rows, _ in largest.plates)
+    assert statuses["embed"] == "finished before, checked"  # not rewritten
+    assert 0 < largest.rows <= chunk
+    assert any(rows == max(wells.values()) for rows, _ in largest.plates)  # the largest well
     assert all(len(plates) <= 1 or rows <= 6 for rows, plates in largest.plates)  # the sample
     html = (out / "report" / "index.html").read_text()
     assert "a seeded sample of 6 of" in html

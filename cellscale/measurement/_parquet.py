@@ -8,8 +8,11 @@ writes only what is missing, rewrites fields whose inputs changed (a changed fie
 object count shifts the ``cell_id`` of every later field: those are rewritten too), and
 refuses a table made from other labels or settings. ``pandas.read_parquet(path)`` and
 ``pycytominer`` read the folder as it is; :func:`read_cells` gives the rows in ``cell_id``
-order as a dask DataFrame, strictly: a field never written, a missing or truncated file, or
-a file with other than its field's number of rows is an error naming the field and the file.
+order as a dask DataFrame (all its columns, or those asked for), strictly: a field never
+written, a missing or truncated file, or a file with other than its field's number of rows
+is an error naming the field and the file. :func:`cell_fields` lists the checked fields and
+:func:`read_cell_fields` reads a few of them in the calling process, as strictly, so a
+reader can hold one chunk of a table at a time.
 :func:`verify_cells` reads every file and unmarks damaged fields, so that writing the table
 again redoes exactly them.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +29,12 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 import zarr
 from dask.base import tokenize
+from dask.dataframe.utils import pyarrow_strings_enabled
 from dask.delayed import Delayed
 
 from cellscale._compat import frame_meta, frame_name
@@ -53,9 +59,12 @@ from cellscale.measurement._table import FieldSpec, MeasuredFields, measured_fie
 from cellscale.plate import LINEAGE, UNIT_TOKEN
 
 __all__ = [
+    "CellField",
+    "cell_fields",
     "cell_units",
     "cells_digest",
     "cells_fingerprint",
+    "read_cell_fields",
     "read_cells",
     "verify_cells",
     "write_cells",
@@ -164,7 +173,12 @@ def cell_units(
     return _tasks(labels, fields, ledger, path)
 
 
-def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFrame:
+def read_cells(
+    path: str | Path,
+    *,
+    columns: Sequence[str] | None = None,
+    allow_incomplete: bool = False,
+) -> dd.DataFrame:
     """Read a cell table written by :func:`write_cells`, in ``cell_id`` order.
 
     Every field's file is checked before anything is read: it must be there, whole (its
@@ -174,6 +188,8 @@ def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFr
     ----------
     path
         The dataset folder (``cells.parquet``).
+    columns
+        Read only these columns (and ``cell_id``, which indexes the rows); all by default.
     allow_incomplete
         Read the fields that were written and leave out those never written (a damaged
         file of a written field is still an error).
@@ -184,6 +200,51 @@ def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFr
         If some fields were never written (unless ``allow_incomplete``), or a field's file
         is missing, truncated or holds the wrong number of rows; the message names the
         field and the file.
+    KeyError
+        If ``columns`` names a column the table does not have.
+    """
+    fields = cell_fields(path, allow_incomplete=allow_incomplete)
+    if not fields:
+        return dd.from_pandas(pd.DataFrame({CELL_ID: np.zeros(0, np.int64)}), npartitions=1)
+    names = None if columns is None else _columns(fields[0], columns)
+    table = dd.read_parquet([str(f.file) for f in fields], columns=names, index=False)
+    return table.map_partitions(_indexed_by_cell_id, meta=frame_meta(table))
+
+
+@dataclass(frozen=True)
+class CellField:
+    """One written field of a cell table: its file, first ``cell_id`` and rows, checked.
+
+    Attributes
+    ----------
+    unit
+        The field's (t, well, field) index.
+    name
+        Its folder and file stem in the table, e.g. ``B03/t00000-f00002``.
+    first
+        Its first ``cell_id``.
+    rows
+        The rows its file holds (those it was written with).
+    file
+        Its Parquet file.
+    """
+
+    unit: tuple[int, int, int]
+    name: str
+    first: int
+    rows: int
+    file: Path
+
+
+def cell_fields(path: str | Path, *, allow_incomplete: bool = False) -> list[CellField]:
+    """Every written field of a cell table, checked as :func:`read_cells` checks them.
+
+    In ``cell_id`` order; read a few of them with :func:`read_cell_fields`.
+
+    Raises
+    ------
+    DamagedOutputError
+        As :func:`read_cells`.
     """
     path = Path(path)
     books = _books(path)
@@ -199,15 +260,61 @@ def read_cells(path: str | Path, *, allow_incomplete: bool = False) -> dd.DataFr
             "run write_cells again"
         )
     written = np.asarray(_array(books, "written")[...])
-    parts = sorted(
-        _checked_file(path, unit, name, *map(int, written[unit]))
+    fields = [
+        _checked_field(path, unit, name, *map(int, written[unit]))
         for unit, name in units.items()
         if complete[unit]
-    )
-    if not parts:
-        return dd.from_pandas(pd.DataFrame({CELL_ID: np.zeros(0, np.int64)}), npartitions=1)
-    table = dd.read_parquet([str(p) for _, p in parts], index=False)
-    return table.map_partitions(_indexed_by_cell_id, meta=frame_meta(table))
+    ]
+    return sorted(fields, key=lambda f: f.first)
+
+
+def read_cell_fields(
+    fields: Sequence[CellField], columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The rows of ``fields`` (of :func:`cell_fields`) in their order, read in this process.
+
+    As :func:`read_cells` gives them (the same columns, dtypes and ``cell_id`` index),
+    and as strictly: a file that no longer reads, or holds other than its field's rows,
+    is an error naming the field and the file.
+
+    Parameters
+    ----------
+    fields
+        Fields of one cell table.
+    columns
+        Read only these columns (and ``cell_id``); all by default.
+
+    Raises
+    ------
+    DamagedOutputError
+        If a field's file cannot be read or holds other than its rows.
+    KeyError
+        If ``columns`` names a column the table does not have.
+    """
+    if not fields:
+        return pd.DataFrame({CELL_ID: np.zeros(0, np.int64)})
+    names = None if columns is None else _columns(fields[0], columns)
+    tables = []
+    for field in fields:
+        where = f"{field.file.parent.parent}: field {field.name}"
+        try:
+            table = pq.read_table(field.file, columns=names)
+        except Exception as err:
+            raise DamagedOutputError(
+                f"{where}: {field.file} cannot be read ({type(err).__name__}: {err}); run "
+                "`cellscale verify` on the table and write it again"
+            ) from err
+        if table.num_rows != field.rows:
+            raise DamagedOutputError(
+                f"{where}: {field.file} holds {table.num_rows} rows, but {field.rows} were "
+                "written; run `cellscale verify` on the table and write it again"
+            )
+        tables.append(table)
+    joined = pa.concat_tables(tables, promote_options="default")
+    strings = pd.StringDtype("pyarrow") if pyarrow_strings_enabled() else None
+    mapper = {pa.string(): strings, pa.large_string(): strings}.get
+    frame = joined.to_pandas(types_mapper=mapper, use_threads=False, ignore_metadata=False)
+    return _indexed_by_cell_id(frame)
 
 
 def verify_cells(path: str | Path, *, repair: bool = True) -> VerifyReport:
@@ -227,8 +334,7 @@ def verify_cells(path: str | Path, *, repair: bool = True) -> VerifyReport:
         report = VerifyReport(path, checked=len(fields), kind="cell table")
         for unit, name in fields.items():
             try:
-                _, file = _checked_file(path, unit, name, *map(int, written[unit]))
-                pq.read_table(file)
+                pq.read_table(_checked_field(path, unit, name, *map(int, written[unit])).file)
             except Exception as err:
                 report.damaged[name] = str(err)
                 if repair:
@@ -275,10 +381,10 @@ def _units(books: zarr.Group, path: Path) -> dict[tuple[int, int, int], str]:
     return {(int(t), int(w), int(f)): str(name) for t, w, f, name in stored}
 
 
-def _checked_file(
+def _checked_field(
     path: Path, unit: tuple[int, int, int], name: str, rows: int, first: int
-) -> tuple[int, Path]:
-    """The one file of a written field, with its first ``cell_id``, checked whole."""
+) -> CellField:
+    """The one file of a written field, checked whole."""
     file = path / f"{name}-c{first:012d}.parquet"
     where = f"{path}: field {name} (t, well, field index {unit})"
     if not file.is_file():
@@ -298,7 +404,20 @@ def _checked_file(
             f"{where}: {file} holds {stored} rows, but {rows} were written; run "
             "`cellscale verify` on the table and write it again"
         )
-    return first, file
+    return CellField(unit, name, first, stored, file)
+
+
+def _columns(field: CellField, columns: Sequence[str]) -> list[str]:
+    """``columns`` (after ``cell_id`` unless they name it), checked against ``field``'s schema."""
+    names = list(columns) if CELL_ID in columns else [CELL_ID, *columns]
+    stored = pq.read_schema(field.file).names
+    missing = [c for c in names if c not in stored]
+    if missing:
+        raise KeyError(
+            f"{field.file.parent.parent}: the cell table has no column(s) {missing}; it has "
+            f"{stored}"
+        )
+    return names
 
 
 def _indexed_by_cell_id(part: pd.DataFrame) -> pd.DataFrame:

@@ -1,11 +1,13 @@
-"""What the report shows of every cell, gathered one plate at a time.
+"""What the report shows of every cell, gathered a chunk of a plate at a time.
 
-The screen stages never hold the cells of the whole screen: each plate's cells are read
-once (:func:`cellscale.pipeline._screen.screen_cells`), reduced to a
-:class:`CellSummary` — cells per field, the per-well summary of
-:func:`cellscale.well_summary`, a seeded sample for the per-cell figures and the fields
-the crop galleries cut — and dropped before the next plate is read. Summaries of plates
-merge exactly (:func:`merge`): every count and mean is per plate, well and time point.
+The screen stages never hold the cells of the whole screen, nor of one plate: each
+plate's cells are read once, a chunk of whole (time point, well)s at a time
+(:func:`cellscale.pipeline._screen.screen_cells`), reduced to a :class:`CellSummary` —
+cells per field, the per-well summary of :func:`cellscale.well_summary`, a seeded sample
+for the per-cell figures and the fields the crop galleries cut — and dropped before the
+next chunk is read (:func:`summarise_chunks`). Summaries of chunks and of plates merge
+exactly (:func:`merge`): every count and mean is per plate, well and time point, whole
+within one chunk.
 
 The sample of the per-cell figures (the PCA scatter plots) has at most
 :data:`SAMPLE_CELLS` cells, spread evenly over the plates: each plate gives at most
@@ -16,6 +18,7 @@ config), in the plate's row order. The same screen gives the same sample on ever
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +27,15 @@ import pandas as pd
 from cellscale.cells import CELL_ID
 from cellscale.report._tables import FIELD_KEYS, cell_counts
 
-__all__ = ["SAMPLE_CELLS", "SAMPLE_SEED", "CellSummary", "gallery_cells", "merge", "summarise"]
+__all__ = [
+    "SAMPLE_CELLS",
+    "SAMPLE_SEED",
+    "CellSummary",
+    "gallery_cells",
+    "merge",
+    "summarise",
+    "summarise_chunks",
+]
 
 #: Most cells the per-cell figures draw, over all plates.
 SAMPLE_CELLS = 20_000
@@ -71,7 +82,7 @@ class CellSummary:
 def summarise(
     name: str, cells: pd.DataFrame, position: int, plates: int, gallery: bool
 ) -> CellSummary:
-    """One plate's :class:`CellSummary`.
+    """One plate's :class:`CellSummary` from all its cells at once.
 
     Parameters
     ----------
@@ -86,19 +97,77 @@ def summarise(
     gallery
         Whether this plate's cells make the galleries.
     """
+    whole = [(np.arange(len(cells)), cells)]
+    return summarise_chunks(name, whole, len(cells), position, plates, gallery)
+
+
+def summarise_chunks(
+    name: str,
+    chunks: Iterable[tuple[np.ndarray, pd.DataFrame]],
+    rows: int,
+    position: int,
+    plates: int,
+    gallery: bool,
+) -> CellSummary:
+    """One plate's :class:`CellSummary` from its cells chunk by chunk, as :func:`summarise`.
+
+    Each chunk holds every cell of the (time point, well)s it has, in the plate's row
+    order, with each row's position in that order: per-field counts, per-well means and
+    the galleries' fields are then whole within a chunk, the sample is drawn by position,
+    and the summary is exactly :func:`summarise`'s of all the cells at once.
+
+    Parameters
+    ----------
+    name, position, plates, gallery
+        As for :func:`summarise`.
+    chunks
+        ``(positions, cells)`` pairs, the cells as :func:`summarise` takes them.
+    rows
+        The plate's rows (cells) in all; at least one.
+    """
+    sample_rows = _sample_rows(rows, SAMPLE_CELLS // max(plates, 1), position)
+    counts, wells, picked, at = [], [], [], []
+    chosen: pd.DataFrame | None = None
+    for positions, cells in chunks:
+        if cells.empty:
+            continue
+        counts.append(cell_counts(cells))
+        wells.append(_well_summary(cells))
+        sampled = np.isin(positions, sample_rows)
+        picked.append(cells[sampled])
+        at.append(positions[sampled])
+        if gallery:
+            chosen = _better_gallery(chosen, gallery_cells(cells))
+    sample = pd.concat(picked).iloc[np.argsort(np.concatenate(at), kind="stable")]
+    merged_wells = None
+    if all(w is not None for w in wells):
+        by = ["Metadata_Plate", "Metadata_Well", "Metadata_Timepoint"]
+        merged_wells = pd.concat(wells).sort_values(by, ignore_index=True)
+    return CellSummary(
+        counts=pd.concat(counts).sort_values(FIELD_KEYS, ignore_index=True),
+        wells=merged_wells,
+        samples={name: sample.reset_index(drop=True)},
+        gallery=picked[0].iloc[:0] if chosen is None else chosen,
+    )
+
+
+def _better_gallery(chosen: pd.DataFrame | None, found: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, the field with the most cells of the galleries ``chosen`` and ``found``.
+
+    Ties go to the first field in (time point, well, site) order, as in
+    :func:`gallery_cells`; each holds one field per condition.
+    """
+    return found if chosen is None else gallery_cells(pd.concat([chosen, found]))
+
+
+def _well_summary(cells: pd.DataFrame) -> pd.DataFrame | None:
+    """:func:`cellscale.well_summary` of ``cells``, or ``None`` without shape columns."""
     from cellscale.measurement import well_summary
 
     try:
-        wells = well_summary(cells, compartment="cells")
+        return well_summary(cells, compartment="cells")
     except ValueError:  # no shape columns: the report says so from the sample
-        wells = None
-    rows = _sample_rows(len(cells), SAMPLE_CELLS // max(plates, 1), position)
-    return CellSummary(
-        counts=cell_counts(cells),
-        wells=wells,
-        samples={name: cells.iloc[rows].reset_index(drop=True)},
-        gallery=gallery_cells(cells) if gallery else cells.iloc[:0],
-    )
+        return None
 
 
 def merge(summaries: list[CellSummary], columns: list[str] | None = None) -> CellSummary:

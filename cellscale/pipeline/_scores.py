@@ -4,11 +4,13 @@
 embeddings' row order: ``cell_id``, the cell's ``Metadata_`` columns (those of the cell
 table and the plate's config metadata) and ``PC1`` … ``PCk`` (float32). It is written
 one row group per chunk of embeddings: a few chunks' scores are computed at a time and
-appended, so no process holds more than the plate's metadata columns and those chunks.
+appended, each with the metadata of its rows only (read for that chunk), so no process
+holds more than a few chunks of scores and one chunk's metadata.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ SCORES = "scores.parquet"
 _BATCH = 8
 
 
-def write_scores(path: Path, model: Any, embeddings: Any, metadata: pd.DataFrame) -> None:
-    """Score ``embeddings`` with ``model`` and write them with ``metadata`` to ``path``.
+def write_scores(
+    path: Path, model: Any, embeddings: Any, metadata: Callable[[int, int], pd.DataFrame]
+) -> None:
+    """Score ``embeddings`` with ``model`` and write them with their metadata to ``path``.
 
     Parameters
     ----------
@@ -40,12 +44,14 @@ def write_scores(path: Path, model: Any, embeddings: Any, metadata: pd.DataFrame
     embeddings
         One plate's ``(cell, feature)`` dask array.
     metadata
-        ``cell_id`` and ``Metadata_`` columns, row for row with ``embeddings``.
+        ``metadata(start, stop)``: ``cell_id`` and ``Metadata_`` columns of the embedded
+        rows ``start`` to ``stop`` (the same columns for every range, an empty range too).
+
+    Raises
+    ------
+    ValueError
+        If ``metadata`` gives other than the rows asked for.
     """
-    if len(metadata) != embeddings.shape[0]:
-        raise ValueError(
-            f"{path.parent.name}: {len(metadata)} cells, {embeddings.shape[0]} embeddings"
-        )
     scores = model.transform(embeddings)
     names = model.get_feature_names_out()
     blocks = list(scores.to_delayed().ravel())
@@ -55,18 +61,32 @@ def write_scores(path: Path, model: Any, embeddings: Any, metadata: pd.DataFrame
         for first in range(0, len(blocks), _BATCH):
             computed = dask.compute(*blocks[first : first + _BATCH])
             for i, values in enumerate(computed, start=first):
-                rows = metadata.iloc[bounds[i] : bounds[i + 1]].reset_index(drop=True)
+                rows = _rows(metadata, int(bounds[i]), int(bounds[i + 1]), path)
                 frame = pd.concat([rows, pd.DataFrame(values, columns=names)], axis="columns")
                 table = pa.Table.from_pandas(frame, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(path, table.schema)
                 writer.write_table(table)
         if writer is None:  # no rows: the file still says which columns it would have
-            empty = pd.concat([metadata, pd.DataFrame(columns=names, dtype=np.float32)], axis=1)
+            empty = pd.concat(
+                [metadata(0, 0), pd.DataFrame(columns=names, dtype=np.float32)], axis=1
+            )
             pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), path)
     finally:
         if writer is not None:
             writer.close()
+
+
+def _rows(
+    metadata: Callable[[int, int], pd.DataFrame], start: int, stop: int, path: Path
+) -> pd.DataFrame:
+    """``metadata(start, stop)``, checked to hold those rows."""
+    rows = metadata(start, stop).reset_index(drop=True)
+    if len(rows) != stop - start:
+        raise ValueError(
+            f"{path.parent.name}: {len(rows)} cells for embedded rows {start} to {stop}"
+        )
+    return rows
 
 
 def read_scores(path: Path, cell_ids: np.ndarray) -> pd.DataFrame:

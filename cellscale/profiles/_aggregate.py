@@ -15,7 +15,7 @@ from cellscale.profiles._io import as_cell_array, row_bounds
 from cellscale.profiles._moments import check_finite
 from cellscale.profiles._table import METADATA_PREFIX, is_table, split_table
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "aggregate_codes"]
 
 COUNT_COLUMN = "Metadata_Object_Count"
 
@@ -85,16 +85,68 @@ def aggregate(
     groups = meta.reset_index(drop=True).groupby(keys, sort=True, dropna=False)
     codes = groups.ngroup().to_numpy()
     profiles = _group_metadata(meta.reset_index(drop=True), keys, groups)
-    if operation == "mean":
-        values = _group_means(arr, codes, groups.ngroups)
-    else:
-        labels = profiles.iloc[:, : len(keys)].astype(str).agg("/".join, axis=1).tolist()
-        values = _group_medians(arr, codes, labels)
-    profiles[COUNT_COLUMN] = np.bincount(codes, minlength=groups.ngroups)
-    profiles = pd.concat([profiles, pd.DataFrame(values, columns=names)], axis="columns")
+    profiles = _profiles(arr, codes, profiles, len(keys), operation, names)
     if output is not None:
         profiles.to_parquet(output, index=False)
     return profiles
+
+
+def aggregate_codes(
+    data: Any,
+    codes: np.ndarray,
+    groups: pd.DataFrame,
+    *,
+    operation: str = "mean",
+    features: list[str] | None = None,
+) -> pd.DataFrame:
+    """Aggregate the rows of an array by a group code given for each row.
+
+    As :func:`aggregate` for array input, for a caller that numbered the groups itself
+    (e.g. from its metadata read chunk by chunk): the same values, exactly.
+
+    Parameters
+    ----------
+    data
+        A ``(cell, feature)`` dask/NumPy/Zarr array.
+    codes
+        Each row's group: ``i`` is row ``i`` of ``groups``.
+    groups
+        One row per group: the columns naming it.
+    operation, features
+        As for :func:`aggregate`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``groups``, ``Metadata_Object_Count`` and the aggregated features.
+    """
+    if operation not in ("mean", "median"):
+        raise ValueError(f"operation must be 'mean' or 'median', got {operation!r}")
+    arr = as_cell_array(data)
+    if len(codes) != arr.shape[0]:
+        raise ValueError(f"{len(codes)} group codes, the data has {arr.shape[0]} rows")
+    names = features or [f"feature_{i:04d}" for i in range(arr.shape[1])]
+    profiles = groups.reset_index(drop=True)
+    return _profiles(arr, codes, profiles, profiles.shape[1], operation, names)
+
+
+def _profiles(
+    arr: da.Array,
+    codes: np.ndarray,
+    profiles: pd.DataFrame,
+    keys: int,
+    operation: str,
+    names: list[str],
+) -> pd.DataFrame:
+    """``profiles`` (one row per group code, its first ``keys`` columns naming the group)
+    with each group's count and aggregated features."""
+    if operation == "mean":
+        values = _group_means(arr, codes, len(profiles))
+    else:
+        labels = profiles.iloc[:, :keys].astype(str).agg("/".join, axis=1).tolist()
+        values = _group_medians(arr, codes, labels)
+    profiles[COUNT_COLUMN] = np.bincount(codes, minlength=len(profiles))
+    return pd.concat([profiles, pd.DataFrame(values, columns=names)], axis="columns")
 
 
 def _group_metadata(meta: pd.DataFrame, keys: list[str], groups: Any) -> pd.DataFrame:
