@@ -8,7 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+
+import cellscale
 
 torch = pytest.importorskip("torch")
 
@@ -82,3 +85,24 @@ def test_seed003_six_channel_sites_classify_an_unseen_batch(tmp_path: Path) -> N
     unseen = training.evaluation["metrics"].set_index("split").loc["held-out"]
     assert unseen["n"] == 64 and unseen["chance"] == 0.5
     assert unseen["balanced_accuracy"] > 0.7, unseen  # about 0.9 seen
+
+
+def test_seed004_spoils_the_wells_it_names_and_its_run_config_passes_preflight(
+    tmp_path: Path,
+) -> None:
+    """The screen and config of seed 004's flow; the flow itself is tests/test_pipeline_analysis."""
+    from cellscale.pipeline import load_config
+    from cellscale.pipeline._preflight import preflight
+
+    example = _example("seed004_outliers")
+    stores, spoiled = example.write_plates(tmp_path / "plates", small=True)
+    assert set(stores) == set(example.SPOILED) and len(spoiled) == 4
+    for name, store in stores.items():  # dust and over-exposure reach 90 % of full scale
+        plate = cellscale.open_plate(store)
+        brightest = plate.max(["t", "field", "z", "c", "y", "x"]).to_series()
+        full = np.iinfo(plate.dtype).max
+        wells = {w for p, w in spoiled if p == name}
+        assert set(brightest[brightest >= 0.85 * full].index.astype(str)) == wells
+    config = load_config(example.run_config(stores, tmp_path / "run", small=True))
+    assert config.analysis.enabled and config.train.enabled
+    preflight(config)

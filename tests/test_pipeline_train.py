@@ -53,7 +53,9 @@ def test_a_run_trains_then_embeds_with_its_own_weights_and_resumes_without_train
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "run"
-    summary = cellscale.run(_config(out), progress=False)
+    config = _config(out)
+    config["analysis"] = {"enabled": True, "umap": False, "outliers": False, "map": False}
+    summary = cellscale.run(config, progress=False)
     weights = out / "training" / "model" / "weights.pt"
     assert weights.is_file()
     stages = {s.name: s for s in summary.stages}
@@ -69,8 +71,13 @@ def test_a_run_trains_then_embeds_with_its_own_weights_and_resumes_without_train
     assert split  # the wells of each part, reused by the rerun
     report = (out / "report" / "index.html").read_text()
     assert "trained by the run to predict" in report and "<h2>Training</h2>" in report
+    for plate in ("P1", "P2"):  # Grad-CAMO of the trained network, one score per embedded cell
+        scores = pd.read_parquet(out / "plates" / plate / "analysis.parquet")["GradCAMO"]
+        assert scores.notna().mean() > 0.5  # NaN: no attention at all, named under Problems
+        assert scores.dropna().between(0, 1).all() and scores.std() > 0
+    assert "Grad-CAMO" in report and "network&#39;s attention inside the cell" in report
 
-    again = cellscale.run(_config(out), progress=False)
+    again = cellscale.run(config, progress=False)
     assert {s.name: s for s in again.stages}["train"].status == "finished before, checked"
     assert {s.name: s for s in again.stages}["embed"].status == "finished before, checked"
 

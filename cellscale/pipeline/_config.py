@@ -34,6 +34,7 @@ import yaml
 from cellscale.crops._cut import MASKS
 
 __all__ = [
+    "AnalysisConfig",
     "ClusterConfig",
     "ConfigError",
     "CropsConfig",
@@ -473,6 +474,42 @@ class ProfilesConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """Analyses of the embeddings and profiles, drawn into the report (:mod:`cellscale.analysis`).
+
+    When ``enabled`` (it needs ``pip install "cellscale[analysis]"``): ``umap`` maps the
+    cells' PCA scores (runs that embed; fitted on ``umap_sample`` seeded cells of the whole
+    screen, after sphering on the control cells with ``sphere``) and the well profiles
+    to two dimensions; ``outliers`` scores every cell by its distance to its
+    ``outlier_k``-th neighbour in PCA space within its plate, and every well by its
+    cells; ``batch`` names the column whose effect is measured against ``treatment``'s
+    before and after normalisation; ``map`` scores each treatment against the
+    ``profiles.controls`` wells and its replicates against the other treatments (mean
+    average precision); ``gradcamo`` scores the attention of the network the run trained
+    (``train.enabled``) inside each cell; the report gains a page of ``page_cells``
+    cells and every well whose points open their crops.
+    """
+
+    enabled: bool = False
+    umap: bool = True
+    umap_sample: int = 100_000
+    sphere: bool = False
+    outliers: bool = True
+    outlier_k: int = 10
+    batch: str | None = None
+    treatment: str | None = None
+    map: bool = True
+    gradcamo: bool = True
+    page_cells: int = 2_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("umap_sample", "outlier_k", "page_cells"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"analysis.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """What the HTML report shows."""
 
@@ -497,6 +534,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:

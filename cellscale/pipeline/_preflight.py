@@ -47,7 +47,7 @@ from cellscale.pipeline._config import (
     _hint,
 )
 
-__all__ = ["cell_columns", "check_channels", "preflight", "query_names"]
+__all__ = ["cell_columns", "check_channels", "check_column", "preflight", "query_names"]
 
 _QUOTED = re.compile(r"`([^`]*)`")
 _FEATURES = "_AreaShape_"  # in the name of every feature column the profiles keep
@@ -72,12 +72,15 @@ def preflight(config: RunConfig) -> None:
     cellscale.pipeline._config.ConfigError: profiles.controls: the cell table will have no \
 column 'Metadata_treatmnet'; did you mean 'Metadata_treatment'?
     """
+    from cellscale.pipeline._analysis_stage import check_analysis
+
     if not config.plates:
         raise ConfigError("plates: the run names no plates")
     columns = cell_columns(config)
     _check_profiles(config.profiles, columns)
     if config.train.enabled:
         _check_train(config.train, columns)
+    check_analysis(config, columns)
     _check_weights(config.embed, _channel_counts(config))
     _check_segmenter_model(config)
     for plate in config.plates:
@@ -192,9 +195,9 @@ def _check_profiles(profiles: ProfilesConfig, columns: list[str]) -> None:
             ) from err
         for name in names:
             if name != "index":  # a query's name for the table's index
-                _check_column("profiles.controls", name, columns)
+                check_column("profiles.controls", name, columns)
     for i, name in enumerate(profiles.by):
-        _check_column(f"profiles.by[{i}]", name, columns)
+        check_column(f"profiles.by[{i}]", name, columns)
 
 
 def _check_train(train: TrainConfig, columns: list[str]) -> None:
@@ -205,10 +208,11 @@ def _check_train(train: TrainConfig, columns: list[str]) -> None:
     named += [("train.split.hold_out", str(name)) for name in train.split.hold_out or {}]
     for where, name in named:
         if name not in columns:
-            _check_column(where, metadata_column(name), columns)
+            check_column(where, metadata_column(name), columns)
 
 
-def _check_column(where: str, name: str, columns: list[str]) -> None:
+def check_column(where: str, name: str, columns: list[str]) -> None:
+    """Refuse a column the cell table will not have, naming the nearest one it will."""
     if name in columns or _FEATURES in name:
         return
     hint = _hint(name, columns) or f"; it will have {columns}"

@@ -23,6 +23,7 @@ import xarray as xr
 
 from cellscale._stages import DamagedOutputError, FileOutput, Fingerprint
 from cellscale.cells import CELL_ID
+from cellscale.pipeline._analysis_report import analysis_digests, analysis_results
 from cellscale.pipeline._config import RunConfig, as_dict
 from cellscale.pipeline._scores import SCORES, read_scores
 from cellscale.pipeline._screen import Screen
@@ -52,6 +53,7 @@ def report(state: RunState, screen: Screen, plates: list[xr.DataArray], profiles
             sources[f"{plate.name}/{name}"] = _digest(state.plate_dir(plate) / name)
     if state.config.train.enabled:
         sources["training"] = _digest(state.out / TRAINING / "evaluation")
+    sources |= analysis_digests(state)
     fingerprint = Fingerprint(
         "report",
         inputs={"files": sources, "plates": [p.data.name for p in plates], "cells": screen.digests},
@@ -109,6 +111,7 @@ def _inputs(
         cell_counts=summary.counts,
         well_summary=summary.wells,
         training=_training(state),
+        analysis=analysis_results(state, screen, plates),
     )
 
 

@@ -47,9 +47,10 @@ import xarray as xr
 from cellscale._files import file_sha256
 from cellscale._script_guard import check_script_guard
 from cellscale._stages import OutputLockedError, output_lock
+from cellscale.pipeline._analysis_stage import analysis_stage
 from cellscale.pipeline._config import PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import MANIFEST, Manifest, package_versions
-from cellscale.pipeline._plate_stages import run_plate
+from cellscale.pipeline._plate_stages import PlateImages, run_plate
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.pipeline._report_stage import report
 from cellscale.pipeline._screen import (
@@ -184,7 +185,7 @@ def run(
                 train_stage(state, images)
             plates = [p.projected for p in images]
             screen = screen_cells(state)
-            _screen_stages(state, plates, screen)
+            _screen_stages(state, images, screen)
     return RunSummary(
         output=out,
         report=out / "report" / "index.html",
@@ -242,7 +243,8 @@ def _client(config: RunConfig, client: Any) -> Iterator[Any]:
         yield started
 
 
-def _screen_stages(state: RunState, plates: list[Any], screen: Screen) -> None:
+def _screen_stages(state: RunState, images: list[PlateImages], screen: Screen) -> None:
+    plates = [p.projected for p in images]
     profiles_folder = state.out / "profiles"
     profiles_folder.mkdir(exist_ok=True)
     drop_legacy_scores(profiles_folder)
@@ -253,4 +255,6 @@ def _screen_stages(state: RunState, plates: list[Any], screen: Screen) -> None:
         if state.config.embed.active:
             state.problems.append("no cells were embedded on any plate: no PCA of cells")
     profiles(state, screen, plates, profiles_folder)
+    if state.config.analysis.enabled:
+        analysis_stage(state, images, screen)
     report(state, screen, plates, profiles_folder)

@@ -6,13 +6,17 @@ scripts, nothing fetched from the network, every string escaped) and writes
 looks wrong), then cells and focus per well on each plate, image quality (QC maps, flag
 counts, flagged fields), the illumination models, segmentation overlays of every plate,
 crop galleries, the PCA of the cells, the per-well profiles (their PCA, dose-response
-curves, replicate correlation), per-well and per-condition summaries, and the time each
-stage took. No figure shows a value that is the same everywhere; a sentence gives it.
+curves, replicate correlation), the analyses of the embeddings and profiles (UMAP,
+outliers, batch effects, mean average precision, Grad-CAMO) with an interactive page of cells
+and wells (``explore/index.html``, the one page with scripts: BokehJS inline), per-well and
+per-condition summaries, and the time each stage took. No figure shows a value that is the
+same everywhere; a sentence gives it.
 :class:`ReportInputs` holds what it shows; the figure functions that draw it live in
 small private modules.
 """
 
 from cellscale.report._inputs import (
+    AnalysisResults,
     Figures,
     Gallery,
     Overlay,
@@ -21,9 +25,11 @@ from cellscale.report._inputs import (
     Thumbnail,
     TrainingResults,
 )
+from cellscale.report._interactive import write_interactive_page
 from cellscale.report._write import write_report
 
 __all__ = [
+    "AnalysisResults",
     "Figures",
     "Gallery",
     "Overlay",
@@ -31,5 +37,6 @@ __all__ = [
     "StageRecord",
     "Thumbnail",
     "TrainingResults",
+    "write_interactive_page",
     "write_report",
 ]

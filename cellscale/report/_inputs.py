@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from cellscale.cells import METADATA_COLUMNS
 
 __all__ = [
+    "AnalysisResults",
     "Figures",
     "Gallery",
     "Overlay",
@@ -168,6 +169,44 @@ class TrainingResults:
 
 
 @dataclass(frozen=True)
+class AnalysisResults:
+    """The analyses of a screen's embeddings and profiles (:mod:`cellscale.analysis`).
+
+    Parameters
+    ----------
+    cells
+        A sample of cells: ``cell_id``, ``Metadata_`` columns and what was computed for
+        them: ``UMAP1``/``UMAP2``, ``PC1``/``PC2``, ``Outlier_Score``, ``GradCAMO`` (each
+        optional). May have no rows.
+    crops
+        ``(n, C, Y, X)`` crops of ``cells``, row for row, for the interactive page and
+        the outlier gallery; ``None``: no crops and no interactive page.
+    wells
+        One row per well: ``Metadata_`` columns, ``UMAP1``/``UMAP2`` of the well profiles
+        and the outlier numbers (``Outlier_robust_z``, ``Outlier_outlying`` …); or ``None``.
+    batch_effect
+        :func:`cellscale.analysis.compare_batch_effect`'s table with its ``profiles``
+        column (``before``, ``after``); or ``None``.
+    mean_average_precision
+        One row per treatment and ``kind`` (``activity`` against controls,
+        ``consistency`` of replicates): ``condition``, ``mean_average_precision``,
+        ``corrected_p_value``, ``retrieved``, ``threshold`` …; or ``None``.
+    figures
+        Figures drawn elsewhere (the Grad-CAMO gallery), each with its caption.
+    condition
+        The column naming each cell's and well's condition, for colouring; or ``None``.
+    """
+
+    cells: pd.DataFrame
+    crops: np.ndarray | None = None
+    wells: pd.DataFrame | None = None
+    batch_effect: pd.DataFrame | None = None
+    mean_average_precision: pd.DataFrame | None = None
+    figures: Sequence[Figures] = ()
+    condition: str | None = None
+
+
+@dataclass(frozen=True)
 class ReportInputs:
     """Everything the report shows.
 
@@ -223,6 +262,9 @@ class ReportInputs:
     training
         How the network the run trained did on what it held out; ``None`` when it trained
         none.
+    analysis
+        The analyses of the embeddings and profiles, with the interactive page's cells;
+        ``None`` when the run made none.
     """
 
     title: str
@@ -244,6 +286,7 @@ class ReportInputs:
     cell_counts: pd.DataFrame | None = None
     well_summary: pd.DataFrame | None = None
     training: TrainingResults | None = None
+    analysis: AnalysisResults | None = None
 
     def __post_init__(self) -> None:
         if len(self.cells) == 0:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["FIGURES", "Page", "Panel", "Table", "Tile", "png_name"]
+__all__ = ["EXPLORE", "FIGURES", "AnalysisSection", "Page", "Panel", "Table", "Tile", "png_name"]
 
 #: The folder, beside ``index.html``, that holds the figures.
 FIGURES = "figures"
+#: The folder, beside ``index.html``, of the interactive page of cells and wells.
+EXPLORE = "explore"
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,27 @@ class Table:
 
 
 @dataclass(frozen=True)
+class AnalysisSection:
+    """The analyses of the embeddings and profiles: figures, their numbers, the page's link.
+
+    ``explore`` is the interactive page's path relative to ``index.html``, or ``None``
+    where there is none.
+    """
+
+    panel: Panel
+    batch_effect: Table | None
+    mean_average_precision: Table | None
+    explore: str | None
+
+
+@dataclass(frozen=True)
 class Page:
     """Every piece of ``index.html``, in page order.
 
     ``None`` marks a table (or the flagged fields) that its section skips; the sentence
     saying why is in the section's panel (``wells`` and ``run`` have panels for that only).
-    ``training`` is ``None`` for a run that trained no network: it has no such section.
+    ``training`` is ``None`` for a run that trained no network, ``analysis`` for one that
+    analysed nothing: they have no such sections.
     """
 
     title: str
@@ -74,6 +91,7 @@ class Page:
     training: Panel | None
     training_scores: Table | None
     well_profiles: Panel
+    analysis: AnalysisSection | None
     wells: Panel
     per_condition: Table | None
     per_well: Table | None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellscale.report._analysis import analysis_section
 from cellscale.report._figures import (
     illumination_figures,
     pca_figures,
@@ -66,6 +67,7 @@ def build_page(inputs: ReportInputs, folder: Path) -> Page:
         training=training[0] if training else None,
         training_scores=training[1] if training else None,
         well_profiles=well_figures(inputs.wells, folder),
+        analysis=analysis_section(inputs.analysis, folder),
         wells=wells,
         per_condition=per_condition,
         per_well=per_well,

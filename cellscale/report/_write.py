@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from cellscale.report._analysis import write_explore_page
 from cellscale.report._inputs import ReportInputs
 from cellscale.report._page import FIGURES
 from cellscale.report._sections import build_page
@@ -25,7 +26,8 @@ __all__ = ["write_report"]
 def write_report(folder: str | os.PathLike[str], inputs: ReportInputs) -> Path:
     """Write ``folder/index.html`` and its PNGs (``folder/figures/*.png``).
 
-    The page has inline CSS, no scripts and nothing fetched from the network, and every
+    The page has inline CSS, no scripts and nothing fetched from the network (the
+    interactive page of ``inputs.analysis``, in ``explore/``, has BokehJS inline), and every
     string of ``inputs`` (titles, plate and treatment names, problems, notes) is escaped.
     The report is built in a temporary folder beside ``folder`` and then replaces it
     whole, so an interrupted run leaves the previous report, never half of a new one.
@@ -67,6 +69,7 @@ def write_report(folder: str | os.PathLike[str], inputs: ReportInputs) -> Path:
     (partial / FIGURES).mkdir(parents=True)
     try:
         page = build_page(inputs, partial / FIGURES)
+        write_explore_page(partial, inputs.analysis)
         html = _template().render(page=page)
         (partial / "index.html").write_text(html, encoding="utf-8")
         _swap_in(partial, folder)
