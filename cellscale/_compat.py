@@ -18,7 +18,9 @@
 - distributed's ``sync``: a Ctrl-C that lands before its coroutine has started makes
   the loop's ``cancel`` callback raise ``NameError`` (its ``future`` is not assigned
   yet), which tornado logs with a traceback; :func:`quiet_sync_cancel_race` drops
-  exactly that record.
+  exactly that record. A Ctrl-C that cancels a ``gather`` leaves its inner task failed
+  with distributed's ``AllExit``, which asyncio logs as "Task exception was never
+  retrieved" when the task is collected; :func:`quiet_cancelled_gather` drops that.
 
 Each is pinned by ``tests/test_compat.py`` against the installed versions.
 """
@@ -275,6 +277,30 @@ def is_sync_cancel_race(exc_info: Any) -> bool:
         and code.co_filename.replace("\\", "/").endswith("distributed/utils.py")
         and exc_info[1].name == "future"
     )
+
+
+class _CancelledGather(logging.Filter):
+    """Drops asyncio's record of a ``gather`` task a Ctrl-C cancelled (``AllExit``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_cancelled_gather(record.exc_info)
+
+
+_CANCELLED_GATHER = _CancelledGather()
+
+
+def is_cancelled_gather(exc_info: Any) -> bool:
+    """Whether ``exc_info`` is distributed's ``AllExit``: all of a gather's futures cancelled."""
+    from distributed.client import AllExit
+
+    return bool(exc_info) and isinstance(exc_info[1], AllExit)
+
+
+def quiet_cancelled_gather() -> None:
+    """Keep asyncio from logging the ``AllExit`` of a cancelled gather (idempotent)."""
+    logger = logging.getLogger("asyncio")
+    if _CANCELLED_GATHER not in logger.filters:
+        logger.addFilter(_CANCELLED_GATHER)
 
 
 def quiet_sync_cancel_race() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -270,3 +271,51 @@ def test_the_sync_cancel_race_of_the_pinned_distributed_is_dropped_from_the_log(
             logger.addFilter(_SYNC_CANCEL_RACE)
         signal.signal(signal.SIGINT, interrupt)
         runner.stop()
+
+
+def test_a_cancelled_gathers_allexit_is_not_logged_as_never_retrieved() -> None:
+    """distributed's gather still waits with a task that raises ``AllExit`` (pinned), and
+    the record asyncio writes for such a task left unretrieved is dropped, others kept."""
+    import gc
+
+    from distributed.client import AllExit, Client
+
+    from cellscale._compat import _CANCELLED_GATHER, quiet_cancelled_gather
+
+    assert "raise AllExit()" in inspect.getsource(Client._gather)
+    logger = logging.getLogger("asyncio")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    quieted = _CANCELLED_GATHER in logger.filters
+    logger.removeFilter(_CANCELLED_GATHER)
+
+    def unretrieved(error: BaseException) -> None:
+        async def fail() -> None:
+            raise error
+
+        async def main() -> None:
+            task = asyncio.ensure_future(fail())
+            await asyncio.sleep(0)
+            del task  # failed and never awaited: asyncio logs it when collected
+            gc.collect()
+
+        asyncio.run(main())
+        gc.collect()
+
+    try:
+        unretrieved(AllExit())
+        assert [r.getMessage().splitlines()[0] for r in records] == [
+            "Task exception was never retrieved"
+        ]
+        records.clear()
+        quiet_cancelled_gather()
+        unretrieved(AllExit())
+        assert records == []
+        unretrieved(ValueError("a real failure"))
+        assert len(records) == 1  # anything else is still logged
+    finally:
+        logger.removeHandler(handler)
+        if not quieted:
+            logger.removeFilter(_CANCELLED_GATHER)

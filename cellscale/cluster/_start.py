@@ -13,7 +13,7 @@ import dask.config
 from distributed import Client
 from distributed.core import Status
 
-from cellscale._compat import quiet_sync_cancel_race
+from cellscale._compat import quiet_cancelled_gather, quiet_sync_cancel_race
 from cellscale._script_guard import check_script_guard
 from cellscale.cluster._dashboard import dashboard_message
 from cellscale.cluster._gpu import KEEP_ANNOTATIONS
@@ -40,6 +40,7 @@ class ClusterClient(Client):
 
     def __init__(self, cluster: PooledCluster) -> None:
         quiet_sync_cancel_race()  # a Ctrl-C while it waits prints no stray traceback
+        quiet_cancelled_gather()
         KEEP_ANNOTATIONS.acquire()
         self._holds_config = True
         try:
