@@ -95,6 +95,18 @@ def test_a_rerun_redoes_no_analysis(analysed: tuple[Path, Any], client: Any) -> 
     assert analysis.status.startswith(("skipped", "finished before"))
 
 
+def test_analyses_turned_off_leave_no_stale_results(
+    analysed: tuple[Path, Any], client: Any
+) -> None:
+    out, _ = analysed
+    run(analysed_config(out, analysis={"batch": None, "map": False}), client=client, progress=False)
+    assert not (out / "analysis" / "batch_effect.parquet").exists()
+    assert not (out / "analysis" / "map.parquet").exists()
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Batch against treatment" not in html and "Mean average precision" not in html
+    assert "Embeddings and profiles, analysed" in html  # the rest is still shown
+
+
 def test_analysis_columns_are_checked_before_a_run(tmp_path: Path) -> None:
     config = load_config(analysed_config(tmp_path / "run", analysis={"batch": "Metadata_bach"}))
     with pytest.raises(ConfigError, match=r"analysis\.batch.*did you mean 'Metadata_batch'"):

@@ -36,7 +36,7 @@ from cellscale.cells import CELL_ID
 from cellscale.pipeline._config import ConfigError, RunConfig, as_dict
 from cellscale.pipeline._plate_stages import PlateImages
 from cellscale.pipeline._scores import SCORES
-from cellscale.pipeline._screen import WELLS_AGGREGATED, PlateCells, Screen
+from cellscale.pipeline._screen import WELLS_AGGREGATED, PlateCells, Screen, drop_output
 from cellscale.pipeline._state import RunState, file_stage
 from cellscale.pipeline._train_stage import TRAINING
 
@@ -101,15 +101,17 @@ def analysis_stage(state: RunState, images: Sequence[PlateImages], screen: Scree
     folder = state.out / ANALYSIS
     folder.mkdir(exist_ok=True)
     embedded = [p for p in screen.plates if p.embeddings is not None and p.rows]
-    model = _cell_umap(state, embedded, folder) if state.config.analysis.umap else None
+    model = None
+    if state.config.analysis.umap and embedded:
+        model = _cell_umap(state, embedded, folder)
+    else:  # what an earlier run made of other settings is not shown as this run's
+        drop_output(FileOutput(folder / "umap.pkl"))
     for plate, plate_images in zip(screen.plates, images, strict=True):
         if plate in embedded:
             _cell_analysis(state, plate, plate_images, model)
+        else:
+            drop_output(FileOutput(plate.folder / CELL_ANALYSIS))
     _well_analysis(state, embedded, folder)
-
-
-def _settings(state: RunState) -> dict[str, Any]:
-    return as_dict(state.config.analysis)
 
 
 def _digest(path: Path) -> str | None:
@@ -228,8 +230,8 @@ def _cells_table(
     lazy: dict[str, Any] = {}
     if umap is not None:
         lazy["umap"] = UmapModel.load(umap.open()).transform(rows)
-    if config.outliers:
-        wells = scores["Metadata_Well"].compute().to_numpy()
+    wells = scores["Metadata_Well"].compute().to_numpy() if config.outliers else None
+    if wells is not None and _outliers_possible(state, plate.name, wells):
         lazy["outliers"] = outlier_scores(
             rows, k=config.outlier_k, leave_out=wells, seed=config.seed
         )
@@ -241,6 +243,19 @@ def _cells_table(
     if gradcamo:
         table = table.merge(_gradcamo(state, plate, images), on=CELL_ID, how="left")
     return table
+
+
+def _outliers_possible(state: RunState, plate: str, wells: np.ndarray) -> bool:
+    """Whether every cell has ``outlier_k`` neighbours in other wells; else say why not."""
+    k = state.config.analysis.outlier_k
+    largest = int(pd.Series(wells).value_counts().max()) if len(wells) else 0
+    if len(wells) - largest >= k:
+        return True
+    state.problems.append(
+        f"plate {plate}: no outlier scores: a cell of its largest well has "
+        f"{len(wells) - largest} cells of other wells, fewer than analysis.outlier_k={k}"
+    )
+    return False
 
 
 def _gradcamo(state: RunState, plate: PlateCells, images: PlateImages) -> pd.DataFrame:
@@ -299,10 +314,16 @@ def _well_analysis(state: RunState, plates: list[PlateCells], folder: Path) -> N
     from cellscale.pipeline._well_analysis import batch_effects, mean_average_precision, wells
 
     profiles = state.out / "profiles"
-    if not (profiles / "wells.parquet").exists():
-        return
-    wells(state, plates, profiles, folder)
-    if state.config.analysis.batch is not None:
+    made = (profiles / "wells.parquet").exists()
+    if made:
+        wells(state, plates, profiles, folder)
+    if made and state.config.analysis.batch is not None:
         batch_effects(state, profiles, folder)
-    if state.config.analysis.map:
+    else:
+        drop_output(FileOutput(folder / "batch_effect.parquet"))
+    if made and state.config.analysis.map:
         mean_average_precision(state, profiles, folder)
+    else:
+        drop_output(FileOutput(folder / "map.parquet"))
+    if not made:
+        drop_output(FileOutput(folder / "wells.parquet"))

@@ -58,6 +58,7 @@ __all__ = [
     "PlateCells",
     "Screen",
     "drop_legacy_scores",
+    "drop_output",
     "drop_pca",
     "embedded_rows",
     "open_rows",
@@ -345,7 +346,7 @@ def pca(state: RunState, screen: Screen, folder: Path) -> None:
     for plate in screen.plates:
         scores = FileOutput(plate.folder / SCORES)
         if plate.embeddings is None:
-            _drop(scores)
+            drop_output(scores)
             continue
         scored = Fingerprint(
             "scores",
@@ -435,17 +436,18 @@ def drop_pca(state: RunState, folder: Path) -> None:
 
     A run without embeddings makes neither, and the report must not show stale ones.
     """
-    _drop(FileOutput(folder / "pca.npz"))
+    drop_output(FileOutput(folder / "pca.npz"))
     for plate in state.config.plates:
-        _drop(FileOutput(state.plate_dir(plate) / SCORES))
+        drop_output(FileOutput(state.plate_dir(plate) / SCORES))
 
 
 def drop_legacy_scores(folder: Path) -> None:
     """Remove the screen-level :data:`LEGACY_SCORES` of an earlier version from ``folder``."""
-    _drop(FileOutput(folder / LEGACY_SCORES))
+    drop_output(FileOutput(folder / LEGACY_SCORES))
 
 
-def _drop(output: FileOutput) -> None:
+def drop_output(output: FileOutput) -> None:
+    """Remove a one-file output and its record, so that no reader takes a stale one."""
     from cellscale._stages import output_lock
 
     if output.path.exists() or output.record_path.exists():

@@ -15,7 +15,7 @@ import pandas as pd
 
 from cellscale._stages import FileOutput, Fingerprint
 from cellscale.cells import CELL_ID
-from cellscale.pipeline._screen import PlateCells
+from cellscale.pipeline._screen import PlateCells, drop_output
 from cellscale.pipeline._state import RunState, file_stage
 
 __all__ = ["CONDITION", "batch_effects", "condition_column", "mean_average_precision", "wells"]
@@ -68,8 +68,9 @@ def wells(state: RunState, plates: list[PlateCells], profiles: Path, folder: Pat
         out = table[[c for c in table.columns if c.startswith("Metadata_")]].copy()
         if config.umap and len(table) >= _FEWEST_WELLS:
             out[["UMAP1", "UMAP2"]] = _well_umap(table, config.seed)
-        if config.outliers and plates:
-            found = pd.concat([_plate_wells(p) for p in plates], ignore_index=True)
+        scored = [w for w in (_plate_wells(p) for p in plates) if w is not None]
+        if config.outliers and scored:
+            found = pd.concat(scored, ignore_index=True)
             found = found.drop(columns=["n_cells"]).rename(
                 columns={c: f"Outlier_{c}" for c in found.columns if c not in keys}
             )
@@ -92,14 +93,17 @@ def _well_umap(table: pd.DataFrame, seed: int) -> np.ndarray:
     return np.asarray(model.embedding)
 
 
-def _plate_wells(plate: PlateCells) -> pd.DataFrame:
-    """One plate's outlying wells, from its cells' outlier scores."""
+def _plate_wells(plate: PlateCells) -> pd.DataFrame | None:
+    """One plate's outlying wells, from its cells' outlier scores; ``None`` without them."""
+    import pyarrow.parquet as pq
+
     from cellscale.analysis._outliers import well_outliers
     from cellscale.pipeline._analysis_stage import CELL_ANALYSIS, plate_scores
 
-    cells = pd.read_parquet(
-        FileOutput(plate.folder / CELL_ANALYSIS).open(), columns=[CELL_ID, "Outlier_Score"]
-    )
+    path = FileOutput(plate.folder / CELL_ANALYSIS).open()
+    if "Outlier_Score" not in pq.read_schema(path).names:
+        return None
+    cells = pd.read_parquet(path, columns=[CELL_ID, "Outlier_Score"])
     where = plate_scores(plate)[[CELL_ID, "Metadata_Plate", "Metadata_Well"]].compute()
     cells = cells.merge(where, on=CELL_ID, how="left", validate="one_to_one")
     return well_outliers(cells["Outlier_Score"].to_numpy(), cells)
@@ -112,6 +116,20 @@ def batch_effects(state: RunState, profiles: Path, folder: Path) -> None:
 
     config = state.config.analysis
     before_path, after_path = profiles / WELLS_AGGREGATED, profiles / "wells.parquet"
+    output = FileOutput(folder / "batch_effect.parquet")
+    after, treatment = condition_column(state, pd.read_parquet(FileOutput(after_path).open()))
+    batches = after[config.batch].nunique() if config.batch in after else 0
+    why = (
+        "the well profiles name no treatment (set analysis.treatment)"
+        if treatment is None
+        else f"the wells have {batches} value(s) of {config.batch}, it takes two"
+        if batches < 2
+        else None
+    )
+    if why is not None:
+        state.problems.append(f"analysis.batch: no batch effect measured: {why}")
+        drop_output(output)
+        return
     fingerprint = Fingerprint(
         "batch-effect",
         inputs=_inputs(before_path, after_path),
@@ -119,7 +137,6 @@ def batch_effects(state: RunState, profiles: Path, folder: Path) -> None:
     )
 
     def make(partial: Path) -> None:
-        after, treatment = condition_column(state, pd.read_parquet(FileOutput(after_path).open()))
         before, _ = condition_column(state, pd.read_parquet(FileOutput(before_path).open()))
         features = _shared_features(before, after)
         table = compare_batch_effect(
@@ -133,7 +150,6 @@ def batch_effects(state: RunState, profiles: Path, folder: Path) -> None:
         )
         table.reset_index().to_parquet(partial, index=False)
 
-    output = FileOutput(folder / "batch_effect.parquet")
     file_stage(state, "analysis", None, 1, output, fingerprint, make)
 
 
@@ -153,10 +169,12 @@ def mean_average_precision(state: RunState, profiles: Path, folder: Path) -> Non
     from cellscale.analysis._map import mean_average_precision as score
 
     controls = state.config.profiles.controls
+    output = FileOutput(folder / "map.parquet")
     if controls is None:
         state.problems.append(
             "analysis.map: no mAP against controls, as profiles.controls names none"
         )
+        drop_output(output)
         return
     path = profiles / "wells.parquet"
     fingerprint = Fingerprint(
@@ -168,7 +186,6 @@ def mean_average_precision(state: RunState, profiles: Path, folder: Path) -> Non
             "seed": state.config.analysis.seed,
         },
     )
-    output = FileOutput(folder / "map.parquet")
 
     def make(partial: Path) -> None:
         table, treatment = condition_column(state, pd.read_parquet(FileOutput(path).open()))
