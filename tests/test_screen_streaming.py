@@ -21,7 +21,9 @@ import tifffile
 import zarr
 
 import cellscale
+from cellscale.pipeline import _cell_rows as cell_rows
 from cellscale.pipeline import _cell_summary as cell_summary
+from cellscale.pipeline import _profiles_stage as profiles_stage
 from cellscale.pipeline import _screen as screen_stages
 from cellscale.pipeline import run
 from cellscale.pipeline._config import load_config
@@ -32,7 +34,12 @@ PLATES = ("P1", "P2", "P3")
 #: Rows per chunk of the runs' embeddings, so that a plate has several.
 EMBEDDING_CHUNK = 8
 #: The modules of the screen stages, whose tables and arrays the memory test records.
-SCREEN_MODULES = ("cellscale.pipeline._screen", "cellscale.pipeline._report_stage")
+SCREEN_MODULES = (
+    "cellscale.pipeline._screen",
+    "cellscale.pipeline._cell_rows",
+    "cellscale.pipeline._profiles_stage",
+    "cellscale.pipeline._report_stage",
+)
 
 
 def _images(folder: Path, seed: int) -> Path:
@@ -188,10 +195,10 @@ def test_the_chunks_give_exactly_the_whole_plates_results(
     from cellscale.measurement import well_summary
     from cellscale.report._tables import cell_counts
 
-    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 1)  # a chunk: one (time point, well)
+    _chunks_of(monkeypatch, 1)  # a chunk: one (time point, well)
     monkeypatch.setattr(cell_summary, "SAMPLE_CELLS", 30)
     state = _state(finished, images)
-    first = screen_stages.open_rows(state, state.config.plates[0])
+    first = cell_rows.open_rows(state, state.config.plates[0])
     assert len(list(first.chunks())) == 4  # wells
     with pytest.raises(ValueError, match="plate 'P1': 1 embedded cells are not in its cell"):
         first.embedded(np.array([0, first.cells]))
@@ -223,7 +230,7 @@ def test_the_chunks_give_exactly_the_whole_plates_results(
         written = pq.read_table(finished / "plates" / plate.name / "scores.parquet")
         assert written.equals(expected, check_metadata=True)
     # the embeddings' well profiles, their metadata read 7 cells at a time
-    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 7)
+    _chunks_of(monkeypatch, 7)
     for operation in ("mean", "median"):
         state = _state(finished, images, profiles={"aggregate": operation})
         keys = list(state.config.profiles.by)
@@ -236,7 +243,7 @@ def test_the_chunks_give_exactly_the_whole_plates_results(
                 features=names,
                 metadata=old[plate.name],
             )
-            got = screen_stages._embedding_wells(state, plate)
+            got = profiles_stage._embedding_wells(state, plate)
             pd.testing.assert_frame_equal(got, at_once[[*keys, *names]])
 
 
@@ -255,6 +262,12 @@ def _embedding_reads(out: Path) -> int:
             most = max(most, sum(fields[i].rows for i in owners))
             start += rows
     return most
+
+
+def _chunks_of(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
+    """Make the screen stages read ``cells`` cells (or one whole well) at a time."""
+    for module in (cell_rows, profiles_stage):
+        monkeypatch.setattr(module, "CHUNK_CELLS", cells)
 
 
 def _made_by_the_screen_stages() -> bool:
@@ -318,7 +331,7 @@ def test_the_screen_stages_hold_one_chunk_of_cells_at_a_time(
     assert chunk < min(plates.values())
     largest = _Largest()
     monkeypatch.setattr(cell_summary, "SAMPLE_CELLS", 6)
-    monkeypatch.setattr(screen_stages, "CHUNK_CELLS", 1)
+    _chunks_of(monkeypatch, 1)
     recorded_calls = (
         (dask, "compute"),
         (dask.base, "compute"),

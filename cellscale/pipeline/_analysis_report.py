@@ -17,7 +17,8 @@ import xarray as xr
 
 from cellscale._stages import FileOutput
 from cellscale.cells import CELL_ID
-from cellscale.pipeline._analysis_stage import ANALYSIS, CELL_ANALYSIS, gradcamo_layer
+from cellscale.pipeline._analysis_stage import ANALYSIS, CELL_ANALYSIS
+from cellscale.pipeline._gradcamo_stage import gradcamo_layer
 from cellscale.pipeline._scores import SCORES, read_scores
 from cellscale.pipeline._screen import Screen
 from cellscale.pipeline._state import RunState

@@ -23,7 +23,6 @@ holds the per-cell table of the whole screen.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ import pandas as pd
 from cellscale._stages import FileOutput, Fingerprint
 from cellscale.cells import CELL_ID
 from cellscale.pipeline._config import ConfigError, RunConfig, as_dict
+from cellscale.pipeline._gradcamo_stage import plate_gradcamo
 from cellscale.pipeline._plate_stages import PlateImages
+from cellscale.pipeline._profiles_stage import WELLS_AGGREGATED
 from cellscale.pipeline._scores import SCORES
-from cellscale.pipeline._screen import WELLS_AGGREGATED, PlateCells, Screen, drop_output
+from cellscale.pipeline._screen import PlateCells, Screen, drop_output
 from cellscale.pipeline._state import RunState, file_stage
 from cellscale.pipeline._train_stage import TRAINING
 
@@ -47,7 +48,6 @@ __all__ = [
     "analysis_stage",
     "check_analysis",
     "conditions",
-    "gradcamo_layer",
 ]
 
 #: The screen's analysis folder, in the run's output folder.
@@ -241,7 +241,7 @@ def _cells_table(
     if "outliers" in computed:
         table["Outlier_Score"] = computed["outliers"]
     if gradcamo:
-        table = table.merge(_gradcamo(state, plate, images), on=CELL_ID, how="left")
+        table = table.merge(plate_gradcamo(state, plate, images), on=CELL_ID, how="left")
     return table
 
 
@@ -256,57 +256,6 @@ def _outliers_possible(state: RunState, plate: str, wells: np.ndarray) -> bool:
         f"{len(wells) - largest} cells of other wells, fewer than analysis.outlier_k={k}"
     )
     return False
-
-
-def _gradcamo(state: RunState, plate: PlateCells, images: PlateImages) -> pd.DataFrame:
-    """The Grad-CAMO score of every cell of one plate, from the network the run trained."""
-    from cellscale.learning import PlateInput
-    from cellscale.learning._gradcamo import GradCAMOWarning, gradcamo
-
-    crops = state.config.crops
-    projected = state.config.train.images == "projected"
-    source = [
-        PlateInput(
-            plate.name,
-            images.images if projected else plate.folder / "raw.zarr",
-            plate.folder / "cells.parquet",
-            plate.folder / "projected.zarr",
-        )
-    ]
-    with warnings.catch_warnings(record=True) as caught:  # cells without attention
-        warnings.simplefilter("always", GradCAMOWarning)
-        scored = gradcamo(
-            state.out / TRAINING / "model" / "model.pt",
-            source,
-            layer=gradcamo_layer(state.config.embed.model, crops.size),
-            size=crops.size,
-            mask=crops.mask,
-            images=state.config.train.images,
-            device=state.config.embed.device,
-            client=state.client,
-            progress=state.progress,
-        )
-    for caught_warning in caught:  # none lost: ours become problems, the others go on
-        if issubclass(caught_warning.category, GradCAMOWarning):
-            state.problems.append(f"plate {plate.name}: {caught_warning.message}")
-        else:
-            warnings.warn(caught_warning.message, stacklevel=1)
-    names = {"gradcamo": "GradCAMO", "predicted": "GradCAMO_Class"}
-    return scored[[CELL_ID, *names]].rename(columns=names)
-
-
-def gradcamo_layer(model: str, size: int) -> str:
-    """The deepest block whose Grad-CAM map has at least 4 positions across a crop.
-
-    The ResNets halve a crop 32 times by their last block (16 times in 3D, whose stem
-    keeps the resolution), so on small crops the last block's map is one position.
-    """
-    strides = {"layer4": 32, "layer3": 16, "layer2": 8, "layer1": 4}
-    scale = 2 if model == "r3d_18" else 1
-    for block, stride in strides.items():
-        if size // (stride // scale) >= 4:
-            return f"backbone.{block}"
-    return "backbone.layer1"
 
 
 def _well_analysis(state: RunState, plates: list[PlateCells], folder: Path) -> None:

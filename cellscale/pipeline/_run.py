@@ -51,16 +51,10 @@ from cellscale.pipeline._analysis_stage import analysis_stage
 from cellscale.pipeline._config import PlateConfig, RunConfig, as_dict, load_config
 from cellscale.pipeline._manifest import MANIFEST, Manifest, package_versions
 from cellscale.pipeline._plate_stages import PlateImages, run_plate
+from cellscale.pipeline._profiles_stage import profiles
 from cellscale.pipeline._progress import PROGRESS_PAGE, ProgressPage
 from cellscale.pipeline._report_stage import report
-from cellscale.pipeline._screen import (
-    Screen,
-    drop_legacy_scores,
-    drop_pca,
-    pca,
-    profiles,
-    screen_cells,
-)
+from cellscale.pipeline._screen import Screen, drop_legacy_scores, drop_pca, pca, screen_cells
 from cellscale.pipeline._state import RunState
 from cellscale.pipeline._train_stage import train_stage
 from cellscale.report import StageRecord

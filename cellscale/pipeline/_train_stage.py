@@ -19,9 +19,9 @@ import dataclasses
 from pathlib import Path
 
 from cellscale.pipeline._cell_pass import embed_from_table
+from cellscale.pipeline._cell_rows import plate_cells
 from cellscale.pipeline._config import PlateConfig
 from cellscale.pipeline._plate_stages import PlateImages
-from cellscale.pipeline._screen import plate_cells
 from cellscale.pipeline._state import REWRITTEN, RunState, step
 
 __all__ = ["TRAINING", "train_stage"]
