@@ -218,6 +218,7 @@ def _cells_table(
     umap: FileOutput | None,
     gradcamo: bool,
 ) -> pd.DataFrame:
+    """One plate's ``analysis.parquet``: its cells' UMAP, outlier scores and Grad-CAMO."""
     import dask
 
     from cellscale.analysis._outliers import outlier_scores
@@ -225,13 +226,13 @@ def _cells_table(
 
     config = state.config.analysis
     scores = plate_scores(plate)
-    table = scores[[CELL_ID]].compute()
+    table = scores[[CELL_ID, "Metadata_Well"]].compute()  # the ids and wells in one read
+    wells = table.pop("Metadata_Well").to_numpy()
     rows = _pcs(scores)
     lazy: dict[str, Any] = {}
     if umap is not None:
         lazy["umap"] = UmapModel.load(umap.open()).transform(rows)
-    wells = scores["Metadata_Well"].compute().to_numpy() if config.outliers else None
-    if wells is not None and _outliers_possible(state, plate.name, wells):
+    if config.outliers and _outliers_possible(state, plate.name, wells):
         lazy["outliers"] = outlier_scores(
             rows, k=config.outlier_k, leave_out=wells, seed=config.seed
         )
