@@ -209,6 +209,36 @@ def test_worker_processes_are_quiet_too(capfd: pytest.CaptureFixture[str]) -> No
     assert "- INFO -" not in err, err
 
 
+def _environ(names: tuple[str, ...]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_worker_processes_start_with_the_configured_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "CELLSCALE_TEST_VARIABLE")
+    for name in names:  # the nanny exports them here too: restored after the test
+        monkeypatch.delenv(name, raising=False)
+    with start_cluster("local", n_workers=1, gpu_workers=0, threads_per_worker=1, quiet=True) as c:
+        (default,) = c.run(_environ, names).values()
+    assert default == {
+        "MALLOC_MMAP_THRESHOLD_": str(32 << 20),  # glibc reads them as the process starts
+        "MALLOC_TRIM_THRESHOLD_": str(128 << 20),
+        "CELLSCALE_TEST_VARIABLE": None,
+    }
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    own = {"MALLOC_MMAP_THRESHOLD_": None, "CELLSCALE_TEST_VARIABLE": "on"}
+    with (
+        dask.config.set({"cellscale.cluster.worker-environ": own}),
+        start_cluster("local", n_workers=1, gpu_workers=0, quiet=True) as c,
+    ):
+        (configured,) = c.run(_environ, names).values()
+    assert configured["CELLSCALE_TEST_VARIABLE"] == "on"
+    assert configured["MALLOC_MMAP_THRESHOLD_"] is None  # null leaves it out
+    assert configured["MALLOC_TRIM_THRESHOLD_"] == "65536"  # not named: distributed's own
+
+
 def test_pools_scale_independently(client: ClusterClient) -> None:
     cpu, gpu = client.pools["cpu"], client.pools["gpu"]
     gpu.scale(2)

@@ -160,6 +160,27 @@ def test_user_config_reaches_the_scripts(worker_security: Any) -> None:
     assert "#SBATCH --gpus=1" in scripts["gpu"][0]
 
 
+def test_jobs_export_the_worker_environment_before_the_site_prologue(
+    worker_security: Any,
+) -> None:
+    own = {"MALLOC_TRIM_THRESHOLD_": 1 << 20, "MALLOC_MMAP_THRESHOLD_": None, "LABEL": 'a "b" $c'}
+    with dask.config.set({"cellscale.cluster.worker-environ": own}):
+        scripts = _scripts(worker_security)
+    for script, _ in scripts.values():
+        lines = script.splitlines()
+        trim = 'export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-1048576}"'
+        assert lines.index(trim) < lines.index("module load cuda/12.4")
+        assert "MALLOC_MMAP_THRESHOLD_" not in script
+        label = next(line for line in lines if line.startswith("export LABEL="))
+        shell = f'unset LABEL; {label}; printf %s "$LABEL"'
+        assert subprocess.run(["sh", "-c", shell], capture_output=True, text=True).stdout == (
+            'a "b" $c'
+        )
+    bad = {"cellscale.cluster.worker-environ": {"NOT A NAME": 1}}
+    with dask.config.set(bad), pytest.raises(ValueError, match="NOT A NAME"):
+        _scripts(worker_security)
+
+
 @pytest.mark.parametrize(
     ("walltime", "seconds"),
     [("30", 1800), ("30:15", 1815), ("01:00:00", 3600), ("1-02", 93600), ("2-00:30:00", 174600)],

@@ -11,13 +11,14 @@ from typing import Any
 
 import dask.config
 from dask.system import CPU_COUNT
-from distributed import Nanny, Scheduler, Worker
+from distributed import Scheduler, Worker
 from distributed.deploy.local import nprocesses_nthreads
 from distributed.system import MEMORY_LIMIT
 
 from cellscale._compat import correct_state
 from cellscale.cluster._options import settings
 from cellscale.cluster._pools import PooledCluster, SpecFactory
+from cellscale.cluster._worker_environ import WorkerNanny
 from cellscale.cluster._worker_signals import PRELOAD
 
 __all__ = ["local_cluster", "visible_gpus"]
@@ -55,7 +56,9 @@ def local_cluster(
         default only warnings and errors.
 
     Worker processes ignore Ctrl-C (``SIGINT``), which the terminal sends them too: this
-    process handles it, and closing the cluster stops them.
+    process handles it, and closing the cluster stops them. They start with the variables
+    of ``cellscale.cluster.worker-environ`` (see
+    :class:`~cellscale.cluster._worker_environ.WorkerNanny`).
     """
     s = settings("cluster.local", options)
     n_workers, threads = s["n_workers"], s["threads_per_worker"]
@@ -68,14 +71,14 @@ def local_cluster(
     memory = s["memory_limit"]
     if memory == "auto":
         memory = MEMORY_LIMIT // max(n_workers + gpu_workers, 1)
-    worker_cls = Nanny if s["processes"] else Worker
+    worker_cls = WorkerNanny if s["processes"] else Worker
     base = {
         "nthreads": threads,
         "memory_limit": memory,
         "host": "127.0.0.1",
         "silence_logs": False if verbose else logging.WARNING,
     }
-    if worker_cls is Nanny:  # worker processes leave Ctrl-C to this one
+    if worker_cls is WorkerNanny:  # worker processes leave Ctrl-C to this one
         base["preload"] = [*dask.config.get("distributed.worker.preload", []), PRELOAD]
 
     def cpu_spec(number: int) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def local_cluster(
 
     def gpu_spec(number: int) -> dict[str, Any]:
         opts: dict[str, Any] = dict(base, nthreads=1, resources={"GPU": 1})
-        if gpus and worker_cls is Nanny:
+        if gpus and worker_cls is WorkerNanny:
             opts["env"] = {"CUDA_VISIBLE_DEVICES": gpus[number % len(gpus)]}
         return {"cls": worker_cls, "options": opts}
 

@@ -15,6 +15,7 @@ from cellscale.cluster._options import settings
 from cellscale.cluster._pending import PendingJobWatcher
 from cellscale.cluster._pools import PooledCluster, SpecFactory
 from cellscale.cluster._tls import cluster_security
+from cellscale.cluster._worker_environ import export_lines
 
 __all__ = [
     "DEFAULT_LOG_DIRECTORY",
@@ -157,7 +158,7 @@ def slurm_pool_specs(
         "interface": common["interface"],
         "local_directory": common["local_directory"],
         "log_directory": common["log_directory"],
-        "job_script_prologue": list(common["job_script_prologue"]),
+        "job_script_prologue": [*export_lines(), *common["job_script_prologue"]],
         "job_extra_directives": list(common["job_extra_directives"]),
         "python": common["python"],
         "death_timeout": common["death_timeout"],
