@@ -79,11 +79,12 @@ def field_features(
     n = int(primary.max(initial=0))
     parts = [shape_features(mask, compartment, n) for compartment, mask in labels.items()]
     if intensity:
-        parts += [
-            _intensity(mask, image[c], compartment, channel, n)
-            for compartment, mask in labels.items()
-            for c, channel in enumerate(channels)
-        ]
+        for compartment, mask in labels.items():
+            runs = _ObjectRuns(mask)
+            parts += [
+                _intensity(runs, image[c], compartment, channel, n)
+                for c, channel in enumerate(channels)
+            ]
     if cp_measure:
         if primary.ndim != 2:
             raise ValueError("cp-measure feature sets are measured on 2D fields only")
@@ -188,25 +189,45 @@ def outline_shape(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.n
     return perimeter, 4 * np.pi * np.abs(area) / perimeter**2
 
 
+class _ObjectRuns:
+    """The pixels of each object of a label image, gathered once for every channel.
+
+    The objects' pixels are sorted by id (one sort per compartment), so each channel's
+    minimum and maximum per object are one ``reduceat`` over its gathered values.
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.flat = labels.ravel()
+        inside = np.flatnonzero(self.flat)
+        self.order = inside[np.argsort(self.flat[inside], kind="stable")]
+        ids = self.flat[self.order]
+        self.starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else ids
+        self.ids = ids[self.starts].astype(np.int64)
+
+    def extremes(self, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per object ``1 … n``, the minimum and maximum of ``values`` (NaN where absent)."""
+        minimum, maximum = np.full(n, np.nan), np.full(n, np.nan)
+        if len(self.ids):
+            gathered = values[self.order]
+            minimum[self.ids - 1] = np.minimum.reduceat(gathered, self.starts)
+            maximum[self.ids - 1] = np.maximum.reduceat(gathered, self.starts)
+        return minimum, maximum
+
+
 def _intensity(
-    labels: np.ndarray, pixels: np.ndarray, compartment: str, channel: str, n: int
+    runs: _ObjectRuns, pixels: np.ndarray, compartment: str, channel: str, n: int
 ) -> pd.DataFrame:
     """Mean, standard deviation, min, max and integrated intensity of objects ``1 … n``."""
-    flat = labels.ravel()
+    flat = runs.flat
     values = pixels.ravel().astype(np.float64)
     count = np.bincount(flat, minlength=n + 1)[1 : n + 1].astype(np.float64)
     total = np.bincount(flat, weights=values, minlength=n + 1)[1 : n + 1]
     squares = np.bincount(flat, weights=values * values, minlength=n + 1)[1 : n + 1]
-    ids = np.arange(1, n + 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
         variance = np.where(count > 0, squares / count - mean * mean, np.nan)
     present = count > 0
-    minimum = np.full(n, np.nan)
-    maximum = np.full(n, np.nan)
-    if present.any():
-        minimum[present] = ndimage.minimum(values, flat, ids[present])
-        maximum[present] = ndimage.maximum(values, flat, ids[present])
+    minimum, maximum = runs.extremes(values, n)
     columns = {
         "MeanIntensity": mean,
         "StdIntensity": np.sqrt(np.clip(variance, 0, None)),
