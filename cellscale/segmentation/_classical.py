@@ -46,6 +46,7 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 from skimage.transform import downscale_local_mean, resize
 
+from cellscale.segmentation._median import median3
 from cellscale.segmentation._protocol import SegmenterBase, relabel_consecutive
 
 __all__ = ["OBJECTS", "ClassicalSegmenter", "estimate_diameter"]
@@ -105,7 +106,7 @@ def estimate_diameter(image: np.ndarray) -> float:
     values = np.asarray(image, dtype=np.float32)
     if values.ndim != 2:
         raise ValueError(f"estimate_diameter takes a 2D image, got shape {values.shape}")
-    denoised = ndi.median_filter(values, 3)
+    denoised = median3(values)
     if denoised.max() <= denoised.min():
         return float("nan")
     blobs = _strongest_blobs(_blob_detections(denoised))
@@ -172,7 +173,7 @@ class _Field:
 
 
 def _denoise(image: np.ndarray, sigma: float) -> np.ndarray:
-    return ndi.gaussian_filter(ndi.median_filter(image, 3), max(0.7, sigma))
+    return ndi.gaussian_filter(median3(image), max(0.7, sigma))
 
 
 def _pedestal(image: np.ndarray, radius: float) -> np.ndarray:
