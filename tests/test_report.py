@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from cellscale.report import (
     TrainingResults,
     write_report,
 )
-from cellscale.report._images import overlay_figure
+from cellscale.report._images import overlay_figure, overlay_figures
 from cellscale.report._tables import FIELD_KEYS
 from cellscale.report._wells import well_figures
 
@@ -654,7 +656,9 @@ def test_the_run_takes_overlays_from_every_plate(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(_report_stage, "_labels", lambda state, plate: _labels_of(plate))
     plates = [_plate("P1", None), _plate("P2", [0.5, 0.65])]
-    overlays = _report_stage._overlays(_state(), plates)  # type: ignore[arg-type]
+    lazy = _report_stage._overlays(_state(), plates)  # type: ignore[arg-type]
+    assert isinstance(lazy, Iterator)  # each field read as the report draws it
+    overlays = list(lazy)
     # one field per treatment of each plate
     assert [o.title for o in overlays] == [
         "P1 · B02 field 1 · DMSO",
@@ -664,7 +668,28 @@ def test_the_run_takes_overlays_from_every_plate(monkeypatch: pytest.MonkeyPatch
     ]
     assert all(list(o.outlines) == ["cells", "nuclei"] and o.channel == "DNA" for o in overlays)
     assert [o.pixel_size_um for o in overlays] == [None, None, 0.65, 0.65]
-    assert _report_stage._segmentation_problems(_state(), plates) == []  # type: ignore[arg-type]
+    assert list(_report_stage._segmentation_problems(_state(), plates)) == []  # type: ignore[arg-type]
+
+
+def test_overlays_are_read_and_drawn_one_at_a_time(tmp_path: Path) -> None:
+    image = np.random.default_rng(0).normal(100, 10, (40, 60))
+    made: list[weakref.ref[Overlay]] = []
+    most = 0
+
+    def fields() -> Iterator[Overlay]:
+        nonlocal most
+        for i in range(6):
+            overlay = Overlay(f"P1 · B0{i}", image.copy(), {"cells": _labels()}, "DNA")
+            made.append(weakref.ref(overlay))
+            most = max(most, sum(ref() is not None for ref in made))
+            yield overlay
+            del overlay
+
+    panel = overlay_figures(fields(), tmp_path)
+    assert len(panel.tiles) == 6 and not panel.skipped
+    assert all((tmp_path / tile.name).is_file() for tile in panel.tiles)
+    assert most <= 2  # the one being drawn and the next: none is kept
+    assert overlay_figures(iter(()), tmp_path).skipped == ("No segmentation overlays were made.",)
 
 
 def test_the_run_shows_the_wells_whose_segmentation_was_flagged(

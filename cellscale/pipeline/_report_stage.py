@@ -14,6 +14,7 @@ spread over the plates), whose scores are read plate by plate.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,10 +201,12 @@ def _conditions(cells: pd.DataFrame) -> list[str]:
     return [c for c in wanted if c in cells.columns]
 
 
-def _overlays(state: RunState, plates: list[xr.DataArray]) -> list[Overlay]:
-    """A few fields per condition of every plate, with the outlines of each compartment."""
+def _overlays(state: RunState, plates: list[xr.DataArray]) -> Iterator[Overlay]:
+    """A few fields per condition of every plate, with the outlines of each compartment.
+
+    Each field is read as the report asks for it: the report holds one at a time.
+    """
     per_condition = state.config.report.overlays_per_condition
-    overlays = []
     for plate in plates:
         labels = _labels(state, plate)
         conditions = [c for c in ("treatment", "concentration") if c in plate.coords]
@@ -214,23 +217,21 @@ def _overlays(state: RunState, plates: list[xr.DataArray]) -> list[Overlay]:
                 continue
             seen[condition] = seen.get(condition, 0) + 1
             what = " · ".join(str(v) for v in condition)
-            overlays.append(_overlay(state, plate, labels, str(well), what))
-    return overlays
+            yield _overlay(state, plate, labels, str(well), what)
 
 
-def _segmentation_problems(state: RunState, plates: list[xr.DataArray]) -> list[Overlay]:
+def _segmentation_problems(state: RunState, plates: list[xr.DataArray]) -> Iterator[Overlay]:
     """A field of each well the run flagged for its segmentation, captioned with why.
 
-    The flags are ``state.segmentation_flags``; a run without any shows none.
+    The flags are ``state.segmentation_flags``; a run without any shows none. Each field
+    is read as the report asks for it.
     """
     flags = state.segmentation_flags
     flagged = {str(flag.plate) for flag in flags}
     by_name = {str(p.name): (p, _labels(state, p)) for p in plates if str(p.name) in flagged}
-    overlays = []
     for flag in flags:  # the reason is a sentence with the well's numbers
         plate, labels = by_name[str(flag.plate)]
-        overlays.append(_overlay(state, plate, labels, str(flag.well), flag.reason))
-    return overlays
+        yield _overlay(state, plate, labels, str(flag.well), flag.reason)
 
 
 def _labels(state: RunState, plate: xr.DataArray) -> xr.Dataset:

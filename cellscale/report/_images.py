@@ -9,7 +9,7 @@ compartments' outline colours, the channel's name and a scale bar.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +45,21 @@ _OTHER_COLORS = [colormaps["tab10"](i) for i in (2, 3, 1, 4)]
 OVERLAY_DPI = 100
 
 
-def overlay_figures(overlays: Sequence[Overlay], folder: Path, kind: str = "overlay") -> Panel:
-    """Each overlay drawn by :func:`overlay_figure`, saved in ``folder``."""
+def overlay_figures(overlays: Iterable[Overlay], folder: Path, kind: str = "overlay") -> Panel:
+    """Each overlay drawn by :func:`overlay_figure` and saved in ``folder``, one at a time.
+
+    Nothing of an overlay is kept once its figure is saved, so overlays from an iterator
+    that loads each field when asked hold one field in memory, however many there are.
+    """
     tiles = []
     for i, overlay in enumerate(overlays, start=1):
         name = png_name(kind, i, overlay.title)
-        overlay_figure(overlay).savefig(folder / name, dpi=OVERLAY_DPI)
+        figure = overlay_figure(overlay)
+        figure.savefig(folder / name, dpi=OVERLAY_DPI)
+        figure.clear()  # its image goes now, not at the next collection of cycles
         alt = f"segmentation outlines ({', '.join(overlay.outlines)}): {overlay.title}"
         tiles.append(Tile(name, alt, f"{overlay.title} · {overlay.channel}"))
-    skipped = () if overlays else ("No segmentation overlays were made.",)
+    skipped = () if tiles else ("No segmentation overlays were made.",)
     return Panel(tuple(tiles), skipped)
 
 

@@ -8,7 +8,7 @@ when they are made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -229,7 +229,8 @@ class ReportInputs:
         ``Metadata_Timepoint`` and ``focus_laplacian_norm`` (the QC table's focus
         measure); ``None`` when not available.
     overlays
-        Fields with their segmentation outlines, from every plate.
+        Fields with their segmentation outlines, from every plate; drawn one at a time,
+        so an iterator that loads each field as it is asked for keeps one in memory.
     qc
         The QC table of every plate (:func:`cellscale.qc`), or ``None`` without QC.
     qc_channel
@@ -251,7 +252,7 @@ class ReportInputs:
         numeric column per feature; ``None`` when not available.
     segmentation_problems
         Fields of the wells whose segmentation looked wrong, each captioned with why;
-        shown with the problems.
+        shown with the problems (drawn one at a time, as ``overlays``).
     cell_counts
         Cells per field of every cell: ``Metadata_Plate``, ``Metadata_Well``,
         ``Metadata_Site``, ``Metadata_Timepoint`` and ``n_cells``; ``None`` counts the rows
@@ -272,7 +273,7 @@ class ReportInputs:
     scores: np.ndarray
     explained_variance_ratio: np.ndarray
     field_quality: pd.DataFrame | None
-    overlays: Sequence[Overlay] = ()
+    overlays: Iterable[Overlay] = ()
     qc: pd.DataFrame | None = None
     qc_channel: str | None = None
     flagged: Sequence[Thumbnail] = ()
@@ -282,7 +283,7 @@ class ReportInputs:
     problems: Sequence[str] = ()
     notes: Sequence[str] = ()
     wells: pd.DataFrame | None = None
-    segmentation_problems: Sequence[Overlay] = ()
+    segmentation_problems: Iterable[Overlay] = ()
     cell_counts: pd.DataFrame | None = None
     well_summary: pd.DataFrame | None = None
     training: TrainingResults | None = None
