@@ -25,7 +25,8 @@ times. Each process reports the wall time of the operation alone and its peak RS
   runs it (not in the default ``--only``: it takes minutes).
 
 It prints, per operation, the median time of each revision, the ratio this tree /
-baseline (below 1 is faster) and the peak RSS of each.
+baseline (below 1 is faster) and the peak RSS of each; per measurement, the CPU time
+(user and system) of the process and every process it started (worker processes included).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,20 +91,32 @@ def main() -> None:
     for op in args.only:
         times: dict[str, list[float]] = {name: [] for name in trees}
         rss: dict[str, list[float]] = {name: [] for name in trees}
+        cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
         for i in range(args.repeats):
             for name, tree in trees.items():
                 result = _measure(op, tree, data, args.out / f"{op}-{i}.out")
                 times[name].append(result["seconds"])
                 rss[name].append(result["rss_gb"])
-                print(f"  {op} {name}: {result['seconds']:.2f} s", flush=True)
+                cpu[name].append((result["user_s"], result["sys_s"]))
+                print(
+                    f"  {op} {name}: {result['seconds']:.2f} s (CPU of all its processes: "
+                    f"user {result['user_s']:.1f} s, system {result['sys_s']:.1f} s)",
+                    flush=True,
+                )
         old = f"baseline {args.baseline}"
         before, after = statistics.median(times[old]), statistics.median(times["this tree"])
         print(
             f"{op}: this tree {after:.2f} s, baseline {before:.2f} s, ratio {after / before:.2f} "
             f"(median of {args.repeats}); peak RSS this tree {max(rss['this tree']):.2f} GB, "
-            f"baseline {max(rss[old]):.2f} GB",
+            f"baseline {max(rss[old]):.2f} GB; CPU user + system (medians) this tree "
+            f"{_cpu(cpu['this tree'])}, baseline {_cpu(cpu[old])}",
             flush=True,
         )
+
+
+def _cpu(measured: list[tuple[float, float]]) -> str:
+    user, system = (statistics.median(values) for values in zip(*measured, strict=True))
+    return f"{user:.1f} + {system:.1f} s"
 
 
 def _checkout(revision: str, out: Path) -> Path:
@@ -157,6 +171,7 @@ def _measure(op: str, tree: Path, data: Path, out: Path) -> dict[str, float]:
         bench=str(ROOT / "benchmarks"), tree=str(tree), op=op, data=str(data), out=str(out)
     )
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
@@ -165,9 +180,13 @@ def _measure(op: str, tree: Path, data: Path, out: Path) -> dict[str, float]:
         capture_output=True,
         text=True,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the process and its workers
     time.sleep(1)
     shutil.rmtree(out, ignore_errors=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["user_s"] = after.ru_utime - before.ru_utime
+    result["sys_s"] = after.ru_stime - before.ru_stime
+    return result
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@ Smoke: .venv/bin/python benchmarks/bench_screen.py --cells 100000 500000
 One plate of each (the same cells per plate as 1 M and 5 M over 20 plates: the screen
 stages work a plate at a time, so their driver's memory follows the plate):
       .venv/bin/python benchmarks/bench_screen.py --plates 1 --cells 50000 250000
+Linked (``--link``): one plate of ``N / plates`` cells is built (as above, and cached) and
+its files are hard-linked as every plate of the screen, so 20 plates take the time of one
+to write: the same cells in every plate, and reads of plates after the first hit the page
+cache, so wall times are lower bounds; the driver's memory is that of distinct plates.
+      .venv/bin/python benchmarks/bench_screen.py --link --cells 1000000 5000000
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +58,7 @@ def main() -> None:
     parser.add_argument("--plates", type=int, default=20)
     parser.add_argument("--dims", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--link", action="store_true", help="hard-link one plate as every plate")
     parser.add_argument("--stages", type=Path, help=argparse.SUPPRESS)  # the measured process
     args = parser.parse_args()
     if args.stages:
@@ -59,7 +66,8 @@ def main() -> None:
         return
     results = []
     for n in args.cells:
-        folder = build(n, args.plates, args.dims)
+        make = linked if args.link else build
+        folder = make(n, args.plates, args.dims)
         measured = subprocess.run(
             [sys.executable, __file__, "--stages", str(folder), "--workers", str(args.workers)],
             check=True,
@@ -97,6 +105,25 @@ def build(n: int, plates: int, dims: int) -> Path:
     done.write_text(
         json.dumps({"fields": fields, "grid": grid, "seconds": time.perf_counter() - started})
     )
+    return folder
+
+
+def linked(n: int, plates: int, dims: int) -> Path:
+    """A run folder of ``plates`` hard-linked copies of one plate of ``n / plates`` cells."""
+    folder = DATA / f"screen-{n}-{plates}x{dims}-linked"
+    done = folder / "built.json"
+    if done.is_file():
+        return folder
+    source = build(math.ceil(n / plates), 1, dims) / "plates" / "P01"
+    names = [f"P{i + 1:02d}" for i in range(plates)]
+    _manifest(folder, names)
+    for name in names:
+        target = folder / "plates" / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(
+            source, target, copy_function=os.link, ignore=shutil.ignore_patterns("*scores*")
+        )
+    done.write_text(json.dumps({"linked_from": str(source)}))
     return folder
 
 
