@@ -218,7 +218,8 @@ def test_worker_processes_start_with_the_configured_environment(
 ) -> None:
     names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "CELLSCALE_TEST_VARIABLE")
     for name in names:  # the nanny exports them here too: restored after the test
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "recorded")  # so that monkeypatch restores the original
+        monkeypatch.delenv(name)
     with start_cluster("local", n_workers=1, gpu_workers=0, threads_per_worker=1, quiet=True) as c:
         (default,) = c.run(_environ, names).values()
     assert default == {
