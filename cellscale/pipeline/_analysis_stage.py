@@ -264,16 +264,17 @@ def _well_analysis(state: RunState, plates: list[PlateCells], folder: Path) -> N
     from cellscale.pipeline._well_analysis import batch_effects, mean_average_precision, wells
 
     profiles = state.out / "profiles"
-    made = (profiles / "wells.parquet").exists()
-    if made:
-        wells(state, plates, profiles, folder)
-    if made and state.config.analysis.batch is not None:
+    batch, mean_ap = folder / "batch_effect.parquet", folder / "map.parquet"
+    if not (profiles / "wells.parquet").exists():  # nothing of an earlier run shown as this one's
+        for path in (folder / "wells.parquet", batch, mean_ap):
+            drop_output(FileOutput(path))
+        return
+    wells(state, plates, profiles, folder)
+    if state.config.analysis.batch is not None:
         batch_effects(state, profiles, folder)
     else:
-        drop_output(FileOutput(folder / "batch_effect.parquet"))
-    if made and state.config.analysis.map:
+        drop_output(FileOutput(batch))
+    if state.config.analysis.map:
         mean_average_precision(state, profiles, folder)
     else:
-        drop_output(FileOutput(folder / "map.parquet"))
-    if not made:
-        drop_output(FileOutput(folder / "wells.parquet"))
+        drop_output(FileOutput(mean_ap))
